@@ -1,0 +1,1 @@
+"""detection-agent: edge real-time object detection agent."""

@@ -1,0 +1,1 @@
+"""Inference backends: one module per runtime, chosen through the registry in base.py."""

@@ -1,0 +1,1 @@
+"""Benchmarks run by ``detection-agent bench``: this project's code against peers, same run."""

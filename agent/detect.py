@@ -1,0 +1,48 @@
+"""``detection-agent detect``: run a model over image files, like ``yolo predict``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .darknet import read_names
+from .detector import Detector
+from .draw import draw_detections
+from .fileio import atomic_write_text, list_images, read_image, write_image
+from .postprocess.postprocessor import PostprocessSettings
+
+log = logging.getLogger(__name__)
+
+
+def run_detect(model: Path, inputs: Sequence[str], backend: str = "auto", conf: float = 0.25,
+               iou: float = 0.45, max_det: int = 100, classes: Optional[Sequence[str]] = None,
+               json_out: Optional[str] = None, save_dir: Optional[str] = None,
+               names_file: Optional[str] = None, quiet: bool = False) -> int:
+    images = list_images(inputs)  # bad paths fail before the model loads
+    settings = PostprocessSettings(conf_threshold=conf, iou_threshold=iou, max_detections=max_det,
+                                   classes=classes)
+    names = read_names(Path(names_file)) if names_file else None
+    records: List[Dict[str, object]] = []
+    started = time.perf_counter()
+    with Detector.open(model, backend, settings=settings, class_names=names) as detector:
+        for path in images:
+            image = read_image(path)
+            (dets,) = detector([image])
+            boxes = dets.to_list(detector.class_names)
+            records.append({"image": str(path), "width": image.shape[1], "height": image.shape[0],
+                            "latency_ms": {k: round(v, 2) for k, v in detector.last_latency_ms.items()},
+                            "detections": boxes})
+            if not quiet:
+                found = ", ".join(f"{b['label']} {b['score']:.2f}" for b in boxes) or "nothing"
+                print(f"{path}: {found}")
+            if save_dir:
+                write_image(Path(save_dir) / f"{path.stem}.jpg",
+                            draw_detections(image, dets, detector.class_names))
+    elapsed = time.perf_counter() - started
+    log.info("%d images in %.2f s", len(images), elapsed)
+    if json_out:
+        atomic_write_text(json_out, json.dumps({"model": str(model), "images": records}, indent=1) + "\n")
+    return 0

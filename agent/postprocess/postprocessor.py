@@ -1,0 +1,108 @@
+"""From raw network outputs to final ``Detections`` in source pixels.
+
+decode (confidence filter first) -> class filters -> NMS -> ``max_detections`` -> map boxes
+back through each frame's ``FitTransform`` -> minimum box area. The thresholds live on the
+object so a command (``set thresholds``) can change them between frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ModelError
+from ..preprocess import FitTransform
+from ..types import Detections, ModelInfo
+from .decode import Candidates, decode, resolve_format
+from .nms import nms
+
+log = logging.getLogger(__name__)
+
+#: Candidates kept for NMS, best first; bounds the time of a frame with a near-zero threshold.
+MAX_NMS_CANDIDATES = 30000
+
+
+@dataclasses.dataclass
+class PostprocessSettings:
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 100
+    class_agnostic: bool = False
+    multi_label: bool = False
+    classes: Optional[Sequence[str]] = None  # keep only these labels
+    class_thresholds: Dict[str, float] = dataclasses.field(default_factory=dict)
+    min_box_area: float = 0.0  # in source pixels
+    output_format: Optional[str] = None  # override the detected layout
+
+
+class Postprocessor:
+    def __init__(self, info: ModelInfo, settings: Optional[PostprocessSettings] = None) -> None:
+        self.info = info
+        self.settings = settings or PostprocessSettings()
+        self._class_keep: Optional[np.ndarray] = None
+        self._class_min_score: Optional[np.ndarray] = None
+        self._compile_class_filters()
+
+    def _class_index(self, name: str) -> int:
+        try:
+            return self.info.class_names.index(name)
+        except ValueError:
+            raise ModelError(f"class {name!r} is not in the model's labels "
+                             f"({', '.join(self.info.class_names[:10])}...)") from None
+
+    def _compile_class_filters(self) -> None:
+        """Turn label-based filters into lookup arrays indexed by class id, once."""
+        s = self.settings
+        nc = max(self.info.num_classes, 1)
+        if s.classes:
+            self._class_keep = np.zeros(nc, bool)
+            self._class_keep[[self._class_index(n) for n in s.classes]] = True
+        if s.class_thresholds:
+            self._class_min_score = np.full(nc, s.conf_threshold, np.float32)
+            for name, threshold in s.class_thresholds.items():
+                self._class_min_score[self._class_index(name)] = threshold
+
+    def __call__(self, outputs: Sequence[np.ndarray], transforms: Sequence[FitTransform]) -> List[Detections]:
+        s = self.settings
+        # Per-class thresholds may be lower than the global one: decode at the lowest.
+        conf = s.conf_threshold if self._class_min_score is None else float(self._class_min_score.min())
+        fmt = resolve_format(outputs, self.info, s.output_format)
+        batch = decode(outputs, self.info, conf, fmt, s.multi_label)
+        already_suppressed = fmt == "efficient_nms"
+        if len(batch) < len(transforms):
+            raise ModelError(f"model returned {len(batch)} results for a batch of {len(transforms)}")
+        return [self._finish(c, t, already_suppressed) for c, t in zip(batch, transforms)]
+
+    def _finish(self, cand: Candidates, transform: FitTransform, already_suppressed: bool) -> Detections:
+        s = self.settings
+        boxes, scores, class_ids = cand
+        keep = self._class_mask(scores, class_ids)
+        if keep is not None:
+            boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
+        if scores.size > MAX_NMS_CANDIDATES:
+            top = np.argpartition(-scores, MAX_NMS_CANDIDATES)[:MAX_NMS_CANDIDATES]
+            boxes, scores, class_ids = boxes[top], scores[top], class_ids[top]
+        if already_suppressed:
+            order = np.argsort(-scores, kind="stable")[: s.max_detections]
+        else:
+            order = nms(boxes, scores, s.iou_threshold, None if s.class_agnostic else class_ids,
+                        max_det=s.max_detections)
+        dets = Detections(transform.boxes_to_source(boxes[order]), scores[order], class_ids[order])
+        if s.min_box_area > 0:
+            dets = dets[dets.area >= s.min_box_area]
+        return dets
+
+    def _class_mask(self, scores: np.ndarray, class_ids: np.ndarray) -> Optional[np.ndarray]:
+        if self._class_keep is None and self._class_min_score is None:
+            return None
+        ids_ok = (class_ids >= 0) & (class_ids < max(self.info.num_classes, 1))
+        ids = np.where(ids_ok, class_ids, 0)
+        keep = ids_ok.copy()
+        if self._class_keep is not None:
+            keep &= self._class_keep[ids]
+        if self._class_min_score is not None:
+            keep &= scores > self._class_min_score[ids]
+        return keep
