@@ -71,11 +71,13 @@ class _Problems:
     def __init__(self, filename: str) -> None:
         self.filename = filename
         self._items: List[Tuple[int, int, str]] = []
+        self.override_rank: Dict[str, int] = {}  # --set problems keep the command line's order
 
     def at(self, origin: Origin, path: KeyPath, message: str) -> None:
         if isinstance(origin, str):  # from --set KEY
             key = "" if dotted(path) in ("", origin) else f"{dotted(path)}: "
-            self._items.append((1, 0, f"--set {origin}: {key}{message}"))
+            rank = self.override_rank.get(origin, len(self.override_rank))
+            self._items.append((1, rank, f"--set {origin}: {key}{message}"))
         else:
             key = f"{dotted(path)}: " if path else ""
             self._items.append((0, origin, f"{self.filename}:{origin}: {key}{message}"))
@@ -216,6 +218,7 @@ def _parse_value(text: str) -> Any:
 def _apply_override(data: Dict[str, Any], builder: _Builder, item: str, problems: _Problems) -> None:
     key, sep, text = item.partition("=")
     key = key.strip()
+    problems.override_rank.setdefault(key or item, len(problems.override_rank))
     if not sep or not _OVERRIDE_KEY.match(key):
         problems.at(key or item, (), "expected KEY=VALUE with a dotted key, e.g. mqtt.port=1883 "
                                      "or cameras.0.source=clip.mp4")

@@ -31,8 +31,11 @@ log = logging.getLogger(__name__)
 
 #: Largest number of elements (box pairs) in one temporary array: ~4 MiB per float32 array.
 _BUDGET = 1 << 20
-#: Boxes per block of the blocked form; measured best for 1,000-10,000 boxes.
-_BLOCK = 256
+#: Boxes in the first block of the blocked form; later blocks double, up to _BLOCK_MAX.
+_BLOCK = 64
+_BLOCK_MAX = 1024
+#: Classes with more boxes than this get their own blocked pass.
+_BIG_CLASS = 256
 #: Peel while the pair list would exceed this many pairs per remaining box.
 _PEEL_UNTIL = 8
 
@@ -181,8 +184,12 @@ def _blocked(ranks: np.ndarray, cols: _Cols, thr: np.float32, limit: Optional[in
     rest = ranks
     parts = []
     k = 0
+    size = _BLOCK
     while rest.shape[0]:
-        block, rest = rest[:_BLOCK], rest[_BLOCK:]
+        block, rest = rest[:size], rest[size:]
+        # Small first: it usually holds the heads of all clusters. Then grow, so that output
+        # with little overlap costs few blocks.
+        size = min(2 * size, _BLOCK_MAX)
         if block.shape[0] > 1:
             src, dst = np.nonzero(np.triu(_overlap(block[:, None], block[None, :], cols, thr), 1))
             block = block[_resolve(src, dst, block.shape[0])]
@@ -210,14 +217,14 @@ def _class_aware(classes: np.ndarray, cols: _Cols, thr: np.float32, limit: Optio
     group = np.cumsum(first) - 1
     sizes = np.bincount(group)
     keep = np.ones(n, bool)
-    big = np.flatnonzero(sizes > _BLOCK)
+    big = np.flatnonzero(sizes > _BIG_CLASS)
     for g in big:
         # A big class gets its own blocked pass: bounded memory, work ~ kept x members.
         members = grouped[group == g]
         keep[members] = False
         keep[_blocked(members, cols, thr, limit)] = True
     if big.size:
-        small = sizes[group] <= _BLOCK
+        small = sizes[group] <= _BIG_CLASS
         grouped, group = grouped[small], group[small]
     _peel_and_pairs(grouped, group, cols, thr, keep)
     return np.flatnonzero(keep)
@@ -239,8 +246,9 @@ def _peel_and_pairs(members: np.ndarray, group: np.ndarray, cols: _Cols, thr: np
         if pairs.sum() <= _PEEL_UNTIL * members.shape[0]:
             break
         hit = _overlap(np.repeat(members[head], sizes), members, cols, thr)
+        hit[head] = False  # a head against itself
         keep[members[hit]] = False
-        hit[head] = True  # the heads themselves are decided too: kept
+        hit[head] = True  # decided too (kept), so out of the next round
         members, group = members[~hit], group[~hit]
     else:
         return
