@@ -18,7 +18,20 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union, get_args, get_origin
+from typing import (
+    Any,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -47,6 +60,9 @@ __all__ = [
     "LoggingConfig", "ModelConfig", "MqttConfig", "RtspOptions", "ServiceConfig", "SnapshotConfig",
     "SpoolConfig", "TlsConfig", "load", "load_text", "resolved_yaml",
 ]
+
+#: The pydantic model a file is validated against (AgentConfig, or e.g. a training recipe).
+Schema = TypeVar("Schema", bound=BaseModel)
 
 KeyPath = Tuple[Union[str, int], ...]
 # Where a value came from: a line of the file (int) or the key of a --set override (str).
@@ -151,7 +167,7 @@ class _Builder:
         environ = self.environ or {}
         errors: List[str] = []
 
-        def replace(match: re.Match[str]) -> str:
+        def replace(match: re.Match) -> str:
             if match.group(1):
                 return "$"
             if match.group(3):
@@ -178,7 +194,7 @@ class _Builder:
 
 
 def _parse(text: str, filename: str, environ: Optional[Mapping[str, str]],
-           problems: _Problems) -> Tuple[Dict[str, Any], _Builder]:
+           problems: _Problems, schema: Type[BaseModel]) -> Tuple[Dict[str, Any], _Builder]:
     loader = _Loader(text)
     builder = _Builder(loader, problems, environ)
     try:
@@ -195,6 +211,8 @@ def _parse(text: str, filename: str, environ: Optional[Mapping[str, str]],
         raise ConfigError([f"{filename}:1: invalid YAML: {exc}"]) from None
     finally:
         loader.dispose()
+    if data is None and schema is not AgentConfig:
+        data = {}  # other files (training recipes) may rely on defaults throughout
     if data is None:
         raise ConfigError([f"{filename}:1: the file is empty; expected a mapping with at least "
                            "'cameras:' and 'model:' (see configs/agent.yaml)"])
@@ -266,9 +284,9 @@ def _apply_override(data: Dict[str, Any], builder: _Builder, item: str, problems
         node = node[part]
 
 
-def _model_at(path: KeyPath) -> Optional[type]:
+def _model_at(schema: Type[BaseModel], path: KeyPath) -> Optional[type]:
     """The model class that validates the mapping at ``path``, or None."""
-    current: Any = AgentConfig
+    current: Any = schema
     for part in path:
         if get_origin(current) is Union:  # Optional[X]
             current = next(arg for arg in get_args(current) if arg is not type(None))
@@ -281,13 +299,13 @@ def _model_at(path: KeyPath) -> Optional[type]:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _message(error: Dict[str, Any], path: KeyPath) -> str:
+def _message(schema: Type[BaseModel], error: Dict[str, Any], path: KeyPath) -> str:
     kind = error["type"]
     value = error.get("input")
     if kind == "missing":
         return "missing required key"
     if kind == "extra_forbidden":
-        model = _model_at(path[:-1])
+        model = _model_at(schema, path[:-1])
         if model is None:
             return "unknown key"
         allowed = list(model.model_fields)
@@ -321,7 +339,7 @@ def _show(value: Any, path: KeyPath) -> str:
     return repr(value)
 
 
-def _report(exc: ValidationError, builder: _Builder, problems: _Problems) -> None:
+def _report(schema: Type[BaseModel], exc: ValidationError, builder: _Builder, problems: _Problems) -> None:
     for error in exc.errors():
         path: KeyPath = tuple(error["loc"])
         if error["type"] == "conflict":  # a cross-field check names the key to change
@@ -334,30 +352,30 @@ def _report(exc: ValidationError, builder: _Builder, problems: _Problems) -> Non
             if path[:size] in builder.origins:
                 origin = builder.origins[path[:size]]
                 break
-        problems.at(origin, path, _message(error, path))
+        problems.at(origin, path, _message(schema, error, path))
 
 
 def load_text(text: str, filename: str = "<config>", overrides: Sequence[str] = (),
-              environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
+              environ: Optional[Mapping[str, str]] = None, schema: Type[Schema] = AgentConfig) -> Schema:
     """Like ``load`` for YAML text already in memory; ``filename`` only names it in problems."""
     problems = _Problems(filename)
-    data, builder = _parse(text, filename, os.environ if environ is None else environ, problems)
+    data, builder = _parse(text, filename, os.environ if environ is None else environ, problems, schema)
     for item in overrides:
         _apply_override(data, builder, item, problems)
     for path, (line, message) in builder.env_problems.items():
         problems.at(line, path, message)
-    config: Optional[AgentConfig] = None
+    config: Optional[Schema] = None
     try:
-        config = AgentConfig.model_validate(data)
+        config = schema.model_validate(data)
     except ValidationError as exc:
-        _report(exc, builder, problems)
+        _report(schema, exc, builder, problems)
     if problems or config is None:
         raise ConfigError(problems.lines())
     return config
 
 
 def load(path: Union[str, os.PathLike], overrides: Sequence[str] = (),
-         environ: Optional[Mapping[str, str]] = None) -> AgentConfig:
+         environ: Optional[Mapping[str, str]] = None, schema: Type[Schema] = AgentConfig) -> Schema:
     """Read, substitute, override and validate a config file.
 
     ``overrides`` are ``KEY=VALUE`` strings (``cameras.0.source=clip.mp4``); ``environ``
@@ -375,7 +393,7 @@ def load(path: Union[str, os.PathLike], overrides: Sequence[str] = (),
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{filename}: cannot read: not UTF-8 text (bad byte at offset {exc.start})"]) \
             from None
-    return load_text(text, filename, overrides, environ)
+    return load_text(text, filename, overrides, environ, schema)
 
 
 def resolved_yaml(config: AgentConfig) -> str:

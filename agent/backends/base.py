@@ -22,11 +22,13 @@ log = logging.getLogger(__name__)
 
 #: Backend name -> "module:Class", imported only when chosen.
 REGISTRY: Dict[str, str] = {
+    "onnxruntime": "agent.backends.onnxruntime:OnnxRuntimeBackend",
     "opencv": "agent.backends.opencv:OpenCVBackend",
 }
 
 #: Model file suffixes and the backends that can run them, in order of preference.
 SUFFIX_BACKENDS: Dict[str, Tuple[str, ...]] = {
+    ".onnx": ("onnxruntime",),
     ".cfg": ("opencv",),
 }
 
