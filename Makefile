@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SHARED ?= ../shared
 DEMO_OUT := demo-output
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench model model-compare clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,30 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/detection-agent bench --postprocess --json bench-results.json
+
+# The shipped demo model: synthetic shapes, YOLOv3-tiny at a quarter width (so it trains on
+# a CPU), default augmentation recipe, trained at 320 and exported at 416. models/README.md
+# records what this produced.
+DATA_DIR    := runs/data
+MODEL_WIDTH := 0.25
+TRAIN_ARGS  := --model yolov3-tiny --width $(MODEL_WIDTH) --imgsz 320
+
+$(DATA_DIR)/shapes-train/data.yaml: | $(STAMP)
+	$(BIN)/detection-agent make-dataset shapes --out $(DATA_DIR)/shapes-train --train 1200 --val 200 \
+		--imgsz 416 --seed 0 --overwrite
+
+model: $(DATA_DIR)/shapes-train/data.yaml
+	$(BIN)/detection-agent train --data $< $(TRAIN_ARGS) --recipe configs/train/augment-default.yaml \
+		--name shapes-augment
+	$(BIN)/detection-agent export --weights runs/train/shapes-augment/weights/best.pt --imgsz 416 \
+		--data $< --verify-images $(DATA_DIR)/shapes-train/images/val -o models/shapes-yolov3-tiny.onnx
+
+# The same training without augmentation, for the comparison in models/README.md.
+model-compare: $(DATA_DIR)/shapes-train/data.yaml
+	$(BIN)/detection-agent train --data $< $(TRAIN_ARGS) --recipe configs/train/no-augment.yaml \
+		--name shapes-no-augment
+	$(BIN)/detection-agent export --weights runs/train/shapes-no-augment/weights/best.pt --imgsz 416 \
+		--data $< -o runs/shapes-yolov3-tiny-no-augment.onnx
 
 clean:
 	rm -rf $(DEMO_OUT) bench-results.json .pytest_cache .ruff_cache build *.egg-info

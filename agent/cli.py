@@ -63,6 +63,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_dataset(args: argparse.Namespace) -> int:
+    from .datasets.synthetic import make_dataset
+
+    data_yaml = make_dataset(args.out, train=args.train, val=args.val, imgsz=args.imgsz, seed=args.seed,
+                             style=args.style, overwrite=args.overwrite)
+    print(f"data set written: {data_yaml}")
+    return 0
+
+
+def cmd_make_video(args: argparse.Namespace) -> int:
+    from .datasets.synthetic import make_video
+
+    truth = make_video(args.out, frames=args.frames, fps=args.fps, seed=args.seed, width=args.width,
+                       height=args.height)
+    print(f"video written: {args.out} (ground truth: {truth})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training.recipe import load_recipe
+    from .training.train import train
+
+    recipe = load_recipe(args.recipe)  # a bad recipe fails before torch loads
+    result = train(Path(args.data), recipe, model=args.model, strategy=args.strategy, data_size=args.data_size,
+                   similarity=args.similarity, width=args.width, device=args.device,
+                   project=Path(args.project), name=args.name,
+                   overrides={"epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch})
+    print(f"best weights: {result.best_weights}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .training.export import export_onnx, list_sample_images
+    from .training.train import dataset_fingerprint
+
+    provenance: Dict[str, object] = {"weights": Path(args.weights).name}
+    if args.data:
+        provenance["data_fingerprint"] = dataset_fingerprint(Path(args.data))
+    training_json = Path(args.weights).parent.parent / "training.json"
+    if training_json.is_file():
+        record = json.loads(training_json.read_text(encoding="utf-8"))
+        provenance.update(recipe=record["recipe"]["name"], strategy=record["strategy"]["strategy"],
+                          model=record["model"], width=record["width"])
+    images = list_sample_images(Path(args.verify_images)) if args.verify_images else []
+    report = export_onnx(Path(args.weights), Path(args.output), imgsz=args.imgsz, half=args.half,
+                         dynamic=args.dynamic, batch=args.batch, verify_images=images, provenance=provenance)
+    print(f"exported {report.path} ({report.path.stat().st_size / 1e6:.1f} MB, input "
+          f"{report.info.input_size}, classes {report.info.class_names})")
+    if report.max_abs_diff is not None:
+        print(f"ONNX Runtime vs PyTorch on {report.images_checked} images: max abs difference "
+              f"{report.max_abs_diff:.2e}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -110,6 +164,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-peers", action="store_true", help="time only this project's code")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser("make-dataset", help="write a synthetic shapes data set (YOLO layout)")
+    p.add_argument("kind", choices=["shapes"], help="data set kind")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--train", type=int, default=1000, help="training images (default 1000)")
+    p.add_argument("--val", type=int, default=200, help="validation images (default 200)")
+    p.add_argument("--imgsz", type=int, default=640, help="image size in pixels (default 640)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--style", default="default", choices=["default", "alt"],
+                   help="background and colour distribution (alt: drawn differently)")
+    p.add_argument("--overwrite", action="store_true", help="replace images and labels already there")
+    p.set_defaults(handler=cmd_make_dataset)
+
+    p = sub.add_parser("make-video", help="write a video of moving shapes with COCO ground truth")
+    p.add_argument("--out", required=True, help="output .mp4 (ground truth goes beside it as .json)")
+    p.add_argument("--frames", type=int, default=300, help="frame count (default 300)")
+    p.add_argument("--fps", type=float, default=15.0, help="frames per second (default 15)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.set_defaults(handler=cmd_make_video)
+
+    p = sub.add_parser("train", help="train YOLOv3 weights with an augmentation recipe (ultralytics)")
+    p.add_argument("--data", required=True, help="data YAML (ultralytics format)")
+    p.add_argument("--model", default="yolov3-tiny", help="yolov3-tiny | yolov3 | yolov3-spp | PATH.pt")
+    p.add_argument("--recipe", default="configs/train/augment-default.yaml", help="augmentation recipe YAML")
+    p.add_argument("--strategy", default="auto",
+                   help="fine-tuning: auto | full | partial-late | partial-early | head")
+    p.add_argument("--data-size", choices=["small", "large"], help="for --strategy auto")
+    p.add_argument("--similarity", choices=["low", "high"], help="to the pretraining data, for --strategy auto")
+    p.add_argument("--width", type=float, help="channel width multiple for a model built from scratch")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--imgsz", type=int, help="override the recipe's training size")
+    p.add_argument("--batch", type=int, help="override the recipe's batch size")
+    p.add_argument("--device", default="cpu", help="cpu, or a CUDA device index (default cpu)")
+    p.add_argument("--project", default="runs/train", help="folder for training runs (default runs/train)")
+    p.add_argument("--name", default="exp", help="run name (default exp)")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("export", help="export trained weights to a self-describing, verified ONNX model")
+    p.add_argument("--weights", required=True, help="trained .pt weights")
+    p.add_argument("-o", "--output", required=True, help="output .onnx")
+    p.add_argument("--imgsz", type=int, default=416, help="input size (default 416)")
+    p.add_argument("--half", action="store_true", help="FP16 weights (needs a CUDA device to export)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch and input size")
+    p.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
+    p.add_argument("--data", help="data YAML, to record the data set's fingerprint in the model")
+    p.add_argument("--verify-images", metavar="DIR", help="compare ONNX Runtime with PyTorch on images here")
+    p.set_defaults(handler=cmd_export)
 
     for p in sub.choices.values():
         _add_common(p)

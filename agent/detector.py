@@ -38,7 +38,7 @@ class Detector:
     @classmethod
     def open(cls, model_path: Path, backend: str = "auto", batch_size: int = 1,
              settings: Optional[PostprocessSettings] = None,
-             class_names: Optional[Sequence[str]] = None) -> "Detector":
+             class_names: Optional[Sequence[str]] = None) -> Detector:
         return cls(open_backend(Path(model_path), backend, batch_size, class_names), settings)
 
     @property
@@ -68,7 +68,7 @@ class Detector:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> "Detector":
+    def __enter__(self) -> Detector:
         return self
 
     def __exit__(self, *exc: object) -> None:

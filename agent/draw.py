@@ -23,7 +23,7 @@ def draw_detections(image: np.ndarray, detections: Detections, names: Sequence[s
     canvas = image.copy()
     thickness = max(1, round(min(image.shape[:2]) / 400))
     for box, score, cid in zip(detections.xyxy, detections.scores, detections.class_ids):
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        x1, y1, x2, y2 = (round(float(v)) for v in box)
         colour = class_colour(int(cid))
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
         label = f"{names[cid] if 0 <= cid < len(names) else cid} {score:.2f}"

@@ -6,6 +6,7 @@ target, so a crash or a full disk leaves the previous file (or none), never a to
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -33,7 +34,7 @@ def list_images(inputs: Iterable[Union[str, Path]]) -> List[Path]:
         elif path.is_file():
             found.append(path)
         elif glob.has_magic(str(item)):
-            matches = sorted(Path(p) for p in glob.glob(str(item)) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            matches = sorted(p for p in map(Path, glob.glob(str(item))) if p.suffix.lower() in IMAGE_SUFFIXES)
             if not matches:
                 raise DataError(f"{item}: pattern matches no image files")
             found.extend(matches)
@@ -59,16 +60,15 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared (training, containers)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

@@ -105,7 +105,7 @@ class Preprocessor:
     """
 
     def __init__(self, input_size: Tuple[int, int], mode: str = "letterbox", batch_size: int = 1,
-                 dtype: "np.dtype | type" = np.float32) -> None:
+                 dtype: np.dtype | type = np.float32) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.input_size = (int(input_size[0]), int(input_size[1]))

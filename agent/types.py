@@ -50,13 +50,13 @@ class Detections:
         object.__setattr__(self, "class_ids", class_ids)
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
-    def __getitem__(self, index: Union[np.ndarray, slice, Sequence[int]]) -> "Detections":
+    def __getitem__(self, index: Union[np.ndarray, slice, Sequence[int]]) -> Detections:
         """Select boxes with a boolean mask, an index array or a slice."""
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
@@ -136,7 +136,7 @@ class ModelInfo:
         return {"detection_agent.model_info": json.dumps(dataclasses.asdict(self))}
 
     @classmethod
-    def from_metadata(cls, props: Dict[str, str]) -> Optional["ModelInfo"]:
+    def from_metadata(cls, props: Dict[str, str]) -> Optional[ModelInfo]:
         raw = props.get("detection_agent.model_info")
         if raw is None:
             return None

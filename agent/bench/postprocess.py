@@ -126,5 +126,6 @@ def _print_report(report: Dict[str, object]) -> None:
         if not isinstance(row, dict):
             continue
         parts = [f"{who} {t['median_ms']:.3f} ms" for who, t in row["timings"].items()]
-        ratios = [f"{k.replace('_over_ours', '')}/ours = {v}x" for k, v in row.items() if k.endswith("_over_ours")]
+        ratios = [f"{k.replace('_over_ours', '')}/ours = {v}x"
+                  for k, v in row.items() if k.endswith("_over_ours")]
         print(f"{name}: " + ", ".join(parts + ratios) + f" (kept {row['kept']})")

@@ -4,20 +4,23 @@
 and ``torchvision.ops.batched_nms`` (class-aware), without importing torch: a Jetson cannot
 spare the memory. Equal means the kernel's float32 arithmetic in its order of evaluation,
 its strict ``iou > threshold`` against a C++ double, and its stable descending sort by score.
+(``batched_nms`` above 1,000 CPU boxes takes a per-class path whose final sort is not
+stable, so there it orders equal scores arbitrarily; the kept set is the same.)
 
 Greedy NMS walks the boxes best first, one at a time; a Python loop per box is far too slow,
 so two vectorised forms of the same greedy result are used:
 
-- *pairs*: every same-class pair (i before j) is scored at once and the overlapping pairs
-  become edges of a DAG. Greedy's keep vector is the unique fixed point of
-  ``keep[j] = not any(keep[i] for edges i -> j)``, because each box's fate depends only on
-  boxes before it; iterating that map from all-kept reaches it in (longest chain + 1)
-  rounds (the "Cluster-NMS" argument, Zheng et al. 2020). Cheap when classes are many and
-  small, the usual detector output.
-- *blocked*: boxes are taken a block at a time, best first. A block is first checked
-  against the boxes already kept, then the survivors are resolved among themselves with the
-  same fixed point. Work is about (kept x candidates), like the C++ kernel, and memory is
-  bounded by ``_BUDGET`` elements per temporary however many boxes come in.
+- *blocked* (class-agnostic, and classes with many boxes): take the best few boxes, resolve
+  them among themselves exactly, then let the ones kept suppress every later box in one
+  vectorised step; repeat on the survivors. Work is about (kept x candidates), like the C++
+  kernel; every temporary stays within ``_BUDGET`` elements however many boxes come in.
+- *pairs* (many small classes): every same-class pair (i before j) is scored at once and
+  the overlapping pairs become edges of a DAG. Greedy's keep vector is the unique fixed
+  point of ``keep[j] = not any(keep[i] for edges i -> j)``, because each box's fate depends
+  only on boxes before it; iterating that map from all-kept reaches it in (longest chain + 1)
+  rounds (the "Cluster-NMS" argument, Zheng et al. 2020). The same fixed point resolves a
+  block of the blocked form. Before it, the best box of each class, always kept, suppresses
+  its classmates in one step ("peeling"), which shortens the pair list of clustered output.
 """
 
 from __future__ import annotations
@@ -29,18 +32,16 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: Largest number of elements (box pairs) in one temporary array: ~4 MiB per float32 array.
+#: Elements (box pairs) per temporary array; a pass of the pair form may reach twice this.
 _BUDGET = 1 << 20
 #: Boxes in the first block of the blocked form; later blocks double, up to _BLOCK_MAX.
 _BLOCK = 64
 _BLOCK_MAX = 1024
 #: Classes with more boxes than this get their own blocked pass.
-_BIG_CLASS = 256
+_BIG_CLASS = 128
 #: Peel while the pair list would exceed this many pairs per remaining box.
 _PEEL_UNTIL = 8
 
-# Box columns in score order: x1, y1, x2, y2, area.
-_Cols = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def nms(
@@ -74,12 +75,15 @@ def nms(
         return np.empty(0, np.int64)
     # Stable, like the kernel's sort(stable=True, descending=True): ties keep input order.
     order = np.argsort(-scores, kind="stable")
-    sorted_boxes = boxes[order]
-    x1, y1, x2, y2 = (np.ascontiguousarray(sorted_boxes[:, k]) for k in range(4))
-    cols = (x1, y1, x2, y2, (x2 - x1) * (y2 - y1))
+    # One (5, N) array of x1, y1, x2, y2, area in score order: a gather (np.take, much faster
+    # than cols[:, index]) or a repeat of all five is then one call, and calls, not
+    # arithmetic, dominate at N ~ 1,000.
+    cols = np.empty((5, n), np.float32)
+    cols[:4] = boxes[order].T
     thr = _float32_threshold(iou_threshold)
-    # Degenerate boxes give 0/0 = NaN, which never suppresses; that is the kernel's behaviour.
+    # Empty boxes give 0/0 = NaN and huge ones inf/inf; NaN never suppresses, as in the kernel.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        cols[4] = (cols[2] - cols[0]) * (cols[3] - cols[1])
         if classes is None:
             kept = _blocked(np.arange(n), cols, thr, max_det)
         else:
@@ -87,7 +91,9 @@ def nms(
     return order[kept[:max_det]]
 
 
-def filter_by_class_threshold(scores: np.ndarray, class_ids: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+def filter_by_class_threshold(
+    scores: np.ndarray, class_ids: np.ndarray, thresholds: np.ndarray
+) -> np.ndarray:
     """Boolean mask of boxes whose score is strictly above their class's threshold.
 
     ``thresholds[c]`` is the minimum score of class ``c`` (strict ``>``, like the decoder's
@@ -111,11 +117,10 @@ def _validate(boxes: np.ndarray, scores: np.ndarray, class_ids: Optional[np.ndar
               max_det: Optional[int]) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     boxes = np.asarray(boxes, dtype=np.float32)
     scores = np.asarray(scores, dtype=np.float32)
+    if boxes.shape == (0,):  # np.array([]) for "no boxes"
+        boxes = boxes.reshape(0, 4)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        if boxes.size == 0 and scores.size == 0:
-            boxes = boxes.reshape(0, 4)
-        else:
-            raise ValueError(f"boxes_xyxy must have shape (N, 4), got {boxes.shape}")
+        raise ValueError(f"boxes_xyxy must have shape (N, 4), got {boxes.shape}")
     if scores.shape != (boxes.shape[0],):
         raise ValueError(f"scores must have shape ({boxes.shape[0]},) to match boxes_xyxy, "
                          f"got {scores.shape}")
@@ -123,8 +128,8 @@ def _validate(boxes: np.ndarray, scores: np.ndarray, class_ids: Optional[np.ndar
         raise ValueError("boxes_xyxy contains NaN or infinite coordinates; drop those boxes first")
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN; drop those boxes first")
-    if max_det is not None and max_det < 0:
-        raise ValueError(f"max_det must be >= 0 or None, got {max_det}")
+    if max_det is not None and (not isinstance(max_det, (int, np.integer)) or max_det < 0):
+        raise ValueError(f"max_det must be an integer >= 0 or None, got {max_det!r}")
     if class_ids is None:
         return boxes, scores, None
     classes = np.asarray(class_ids)
@@ -137,28 +142,34 @@ def _validate(boxes: np.ndarray, scores: np.ndarray, class_ids: Optional[np.ndar
 
 
 def _float32_threshold(iou_threshold: float) -> np.float32:
-    """The largest float32 <= the threshold: for float32 x, ``x > t`` (in double) iff ``x > it``.
+    """The largest float32 ``f <= iou_threshold``; for any float32 x, ``x > t`` iff ``x > f``.
 
-    The kernel compares float32 IoUs with a double. Comparing in float32 against this value
+    The kernel compares float32 IoUs with a C++ double. Comparing in float32 against ``f``
     gives the same answers under NumPy 1's value-based casting and NumPy 2's NEP 50 alike,
-    and avoids casting every IoU to float64.
+    and spares casting every IoU to float64.
     """
     t = float(iou_threshold)
-    t32 = np.float32(t)
-    if float(t32) > t:  # rounded up (NaN compares False and stays NaN: nothing suppressed)
-        t32 = np.nextafter(t32, np.float32(-np.inf))
-    return t32
+    with np.errstate(over="ignore"):
+        f = np.float32(t)
+    if float(f) > t:  # rounded up (NaN compares False and stays NaN: nothing suppressed)
+        f = np.nextafter(f, np.float32(-np.inf))
+    return f
 
 
-def _overlap(rows: np.ndarray, cols_idx: np.ndarray, cols: _Cols, thr: np.float32) -> np.ndarray:
-    """``IoU(rows[a], cols_idx[a]) > thr`` elementwise (arrays broadcast), in kernel arithmetic."""
-    x1, y1, x2, y2, area = cols
-    w = np.minimum(x2[rows], x2[cols_idx]) - np.maximum(x1[rows], x1[cols_idx])
+def _overlap(a: np.ndarray, b: np.ndarray, thr: np.float32) -> np.ndarray:
+    """``IoU(a, b) > thr`` elementwise over broadcast (5, ...) column arrays, in kernel arithmetic.
+
+    ``a`` holds the better box of each pair: the kernel's ``i`` (only matters for the order
+    of ``areas[i] + areas[j]``, which IEEE addition makes symmetric anyway).
+    """
+    ax1, ay1, ax2, ay2, aarea = a
+    bx1, by1, bx2, by2, barea = b
+    w = np.minimum(ax2, bx2) - np.maximum(ax1, bx1)
     np.maximum(w, 0, out=w)
-    h = np.minimum(y2[rows], y2[cols_idx]) - np.maximum(y1[rows], y1[cols_idx])
+    h = np.minimum(ay2, by2) - np.maximum(ay1, by1)
     np.maximum(h, 0, out=h)
     w *= h  # intersection
-    union = area[rows] + area[cols_idx]
+    union = aarea + barea
     union -= w  # (area_i + area_j) - inter: the kernel's order of evaluation
     w /= union
     return w > thr
@@ -173,13 +184,13 @@ def _resolve(src: np.ndarray, dst: np.ndarray, n: int) -> np.ndarray:
     for _ in range(n + 1):
         new = np.ones(n, bool)
         new[dst[keep[src]]] = False
-        if np.array_equal(new, keep):
+        if not (new ^ keep).any():
             return keep
         keep = new
     raise RuntimeError("NMS fixed point did not converge; this is a bug")
 
 
-def _blocked(ranks: np.ndarray, cols: _Cols, thr: np.float32, limit: Optional[int]) -> np.ndarray:
+def _blocked(ranks: np.ndarray, cols: np.ndarray, thr: np.float32, limit: Optional[int]) -> np.ndarray:
     """Greedy NMS over ``ranks`` (ascending score ranks of one class, or of all boxes)."""
     rest = ranks
     parts = []
@@ -191,8 +202,10 @@ def _blocked(ranks: np.ndarray, cols: _Cols, thr: np.float32, limit: Optional[in
         # with little overlap costs few blocks.
         size = min(2 * size, _BLOCK_MAX)
         if block.shape[0] > 1:
-            src, dst = np.nonzero(np.triu(_overlap(block[:, None], block[None, :], cols, thr), 1))
-            block = block[_resolve(src, dst, block.shape[0])]
+            bc = np.take(cols, block, axis=1)
+            src, dst = np.nonzero(_overlap(bc[:, :, None], bc[:, None, :], thr))
+            later = src < dst  # only a better box suppresses: the upper triangle
+            block = block[_resolve(src[later], dst[later], block.shape[0])]
         parts.append(block)
         k += block.shape[0]
         if not rest.shape[0] or (limit is not None and k >= limit):
@@ -200,17 +213,21 @@ def _blocked(ranks: np.ndarray, cols: _Cols, thr: np.float32, limit: Optional[in
         # The block's kept boxes now suppress every later box at once; in real detector output
         # most boxes sit in the clusters of the best ones, so few blocks remain after this.
         hit = np.zeros(rest.shape[0], bool)
+        rc = np.take(cols, rest, axis=1)[:, None, :]
         step = max(1, _BUDGET // rest.shape[0])  # (kept x rest) temporaries within the budget
         for lo in range(0, block.shape[0], step):
-            hit |= _overlap(block[lo:lo + step, None], rest[None, :], cols, thr).any(axis=0)
+            hit |= _overlap(np.take(cols, block[lo:lo + step], axis=1)[:, :, None], rc, thr).any(axis=0)
         rest = rest[~hit]
     return np.concatenate(parts)
 
 
-def _class_aware(classes: np.ndarray, cols: _Cols, thr: np.float32, limit: Optional[int]) -> np.ndarray:
+def _class_aware(classes: np.ndarray, cols: np.ndarray, thr: np.float32, limit: Optional[int]) -> np.ndarray:
     """Kept score ranks, ascending, when boxes only suppress boxes of their own class."""
     n = classes.shape[0]
-    # Group by class; stable, so each group stays in score order.
+    # Group by class; stable, so each group stays in score order. NumPy radix-sorts 16-bit
+    # keys, several times faster than its merge sort of int64 at detector sizes.
+    if classes.min() >= -(1 << 15) and classes.max() < 1 << 15:
+        classes = classes.astype(np.int16)
     grouped = np.argsort(classes, kind="stable")
     gc = classes[grouped]
     first = np.concatenate(([True], gc[1:] != gc[:-1]))
@@ -230,7 +247,7 @@ def _class_aware(classes: np.ndarray, cols: _Cols, thr: np.float32, limit: Optio
     return np.flatnonzero(keep)
 
 
-def _peel_and_pairs(members: np.ndarray, group: np.ndarray, cols: _Cols, thr: np.float32,
+def _peel_and_pairs(members: np.ndarray, group: np.ndarray, cols: np.ndarray, thr: np.float32,
                     keep: np.ndarray) -> None:
     """Greedy NMS of many small classes at once, written into ``keep`` (indexed by rank).
 
@@ -239,19 +256,23 @@ def _peel_and_pairs(members: np.ndarray, group: np.ndarray, cols: _Cols, thr: np
     every class's best box suppresses its overlapping classmates in one vectorised round
     ("peeling" the clusters of the best boxes); the rest goes to the pair form.
     """
-    while members.shape[0] > 1:
+    peel = True
+    while True:
+        if members.shape[0] < 2:
+            return
         head = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
         sizes = np.diff(np.append(head, members.shape[0]))
         pairs = sizes * (sizes - 1) // 2
-        if pairs.sum() <= _PEEL_UNTIL * members.shape[0]:
+        if not peel or pairs.sum() <= _PEEL_UNTIL * members.shape[0]:
             break
-        hit = _overlap(np.repeat(members[head], sizes), members, cols, thr)
+        mc = np.take(cols, members, axis=1)
+        hit = _overlap(np.repeat(np.take(mc, head, axis=1), sizes, axis=1), mc, thr)
         hit[head] = False  # a head against itself
         keep[members[hit]] = False
         hit[head] = True  # decided too (kept), so out of the next round
+        # Heads that overlap little (sparse scenes) make peeling slow: then pairs it is.
+        peel = hit.sum() * 4 >= members.shape[0]
         members, group = members[~hit], group[~hit]
-    else:
-        return
     ok = sizes > 1
     head, sizes, pairs = head[ok], sizes[ok], pairs[ok]
     if not head.shape[0]:
@@ -264,7 +285,7 @@ def _peel_and_pairs(members: np.ndarray, group: np.ndarray, cols: _Cols, thr: np
         _pairs_pass(members, h, g, cols, thr, keep)
 
 
-def _pairs_pass(grouped: np.ndarray, starts: np.ndarray, sizes: np.ndarray, cols: _Cols,
+def _pairs_pass(grouped: np.ndarray, starts: np.ndarray, sizes: np.ndarray, cols: np.ndarray,
                 thr: np.float32, keep: np.ndarray) -> None:
     """Resolve whole classes (runs ``grouped[start:start + size]``) by the pair form, into keep."""
     # Members of these classes, concatenated; pos = position in that list.
@@ -276,9 +297,9 @@ def _pairs_pass(grouped: np.ndarray, starts: np.ndarray, sizes: np.ndarray, cols
     # Member p pairs with every later member of its class: p+1 .. group_end-1.
     later = group_end - pos - 1
     m = int(later.sum())
-    # Columns in member order; the first of each pair is a repeat, cheaper than a gather.
-    member_cols = tuple(c[members] for c in cols)
+    mc = np.take(cols, members, axis=1)
     first = np.repeat(pos, later)
     second = np.arange(m) - np.repeat(np.cumsum(later) - later - pos - 1, later)
-    hit = _overlap(first, second, member_cols, thr)  # type: ignore[arg-type]
+    # The first box of each pair is a repeat, cheaper than a gather.
+    hit = _overlap(np.repeat(mc, later, axis=1), np.take(mc, second, axis=1), thr)
     keep[members] = _resolve(first[hit], second[hit], total)

@@ -157,7 +157,7 @@ def test_layout_detection_from_shapes(shapes, nc, expected):
 
 
 def test_unrecognisable_outputs_name_the_fix():
-    with pytest.raises(ModelError, match="model.output_format"):
+    with pytest.raises(ModelError, match=r"model\.output_format"):
         detect_format([np.zeros((10,), np.float32)])
     with pytest.raises(ModelError, match="expects 1 output"):
         decode([np.zeros((1, 7, 5), np.float32)] * 2, INFO3, 0.25, "anchor_free")

@@ -1,0 +1,1 @@
+"""Synthetic data: procedural shapes data sets and videos with exact ground truth."""

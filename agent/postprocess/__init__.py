@@ -1,0 +1,1 @@
+"""From raw network outputs to final detections: decode, NMS, mapping back to source pixels."""

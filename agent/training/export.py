@@ -1,0 +1,116 @@
+"""``detection-agent export``: trained weights -> a self-describing ONNX model, verified.
+
+The ONNX file carries ``ModelInfo`` (class names, input size, strides, output layout,
+letterbox, normalisation) and the training provenance (recipe, data set fingerprint) in its
+``metadata_props``, so the agent, the evaluator and the engine builder need nothing else.
+The export is checked by running ONNX Runtime and the PyTorch model on the same images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import BadInputError
+from ..fileio import read_image
+from ..preprocess import Preprocessor
+from ..types import ModelInfo
+
+log = logging.getLogger(__name__)
+
+TRAINING_KEY = "detection_agent.training"
+
+
+@dataclasses.dataclass
+class ExportReport:
+    path: Path
+    info: ModelInfo
+    max_abs_diff: Optional[float]  # ONNX Runtime vs PyTorch on the verification images
+    images_checked: int
+
+
+def export_onnx(weights: Path, out: Path, imgsz: int = 416, half: bool = False, dynamic: bool = False,
+                batch: int = 1, verify_images: Sequence[Path] = (), provenance: Optional[Dict[str, Any]] = None
+                ) -> ExportReport:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    weights = Path(weights)
+    if not weights.is_file():
+        raise BadInputError(f"--weights: {weights}: no such file")
+    if half and dynamic:
+        raise BadInputError("--half and --dynamic cannot be combined by the ONNX exporter")
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(weights))
+    with tempfile.TemporaryDirectory() as tmp:
+        # Export from a copy so the exporter's output lands in a scratch folder.
+        scratch = Path(tmp) / weights.name
+        shutil.copy2(weights, scratch)
+        exported = Path(YOLO(str(scratch)).export(format="onnx", imgsz=imgsz, half=half, dynamic=dynamic,
+                                                  batch=batch, simplify=True, device="cpu"))
+        names = yolo.model.names
+        strides = [int(s) for s in yolo.model.stride.tolist()]
+        info = ModelInfo(input_size=(imgsz, imgsz), class_names=[names[k] for k in sorted(names)],
+                         output_format="anchor_free", resize_mode="letterbox", strides=strides,
+                         name=Path(out).stem)
+        _write_metadata(exported, info, provenance or {})
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = Path(out).with_name(f".{Path(out).name}.tmp")
+        shutil.copyfile(exported, tmp_out)
+        os.replace(tmp_out, out)
+    diff = verify(yolo, Path(out), info, verify_images) if verify_images else None
+    return ExportReport(Path(out), info, diff, len(verify_images))
+
+
+def _write_metadata(path: Path, info: ModelInfo, provenance: Dict[str, Any]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    props = dict(info.to_metadata())
+    props[TRAINING_KEY] = json.dumps({"normalisation": "RGB, pixel / 255, NCHW", **provenance}, default=str)
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in props.items():
+        entry = existing.get(key) or model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def verify(yolo: Any, onnx_path: Path, info: ModelInfo, images: Sequence[Path]) -> float:
+    """Largest absolute difference between ONNX Runtime and PyTorch outputs on ``images``."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    input_meta = session.get_inputs()[0]
+    dtype = np.float16 if input_meta.type == "tensor(float16)" else np.float32
+    preprocess = Preprocessor(info.input_size, info.resize_mode, 1, dtype)
+    net = yolo.model.float().eval()
+    worst = 0.0
+    for path in images:
+        tensor, _ = preprocess([read_image(Path(path))])
+        onnx_out = session.run(None, {input_meta.name: tensor})[0].astype(np.float32)
+        with torch.no_grad():
+            torch_out = net(torch.from_numpy(tensor.astype(np.float32)))
+        torch_out = (torch_out[0] if isinstance(torch_out, (list, tuple)) else torch_out).numpy()
+        worst = max(worst, float(np.abs(onnx_out - torch_out).max()))
+    return worst
+
+
+def read_training_metadata(onnx_path: Path) -> Dict[str, Any]:
+    """The provenance an export stored (recipe, data fingerprint); empty if none."""
+    import onnxruntime as ort
+
+    meta = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    raw = meta.custom_metadata_map.get(TRAINING_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def list_sample_images(folder: Path, count: int = 4) -> List[Path]:
+    return sorted(p for p in Path(folder).glob("*.jpg"))[:count]
