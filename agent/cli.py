@@ -86,8 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.train import train
 
     recipe = load_recipe(args.recipe)  # a bad recipe fails before torch loads
-    result = train(Path(args.data), recipe, model=args.model, strategy=args.strategy, data_size=args.data_size,
-                   similarity=args.similarity, width=args.width, device=args.device,
+    result = train(Path(args.data), recipe, model=args.model, strategy=args.strategy,
+                   data_size=args.data_size, similarity=args.similarity, width=args.width, device=args.device,
                    project=Path(args.project), name=args.name,
                    overrides={"epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch})
     print(f"best weights: {result.best_weights}")
@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="auto",
                    help="fine-tuning: auto | full | partial-late | partial-early | head")
     p.add_argument("--data-size", choices=["small", "large"], help="for --strategy auto")
-    p.add_argument("--similarity", choices=["low", "high"], help="to the pretraining data, for --strategy auto")
+    p.add_argument("--similarity", choices=["low", "high"],
+                   help="similarity to the pretraining data, for --strategy auto")
     p.add_argument("--width", type=float, help="channel width multiple for a model built from scratch")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--imgsz", type=int, help="override the recipe's training size")

@@ -79,7 +79,7 @@ def nms(
     # than cols[:, index]) or a repeat of all five is then one call, and calls, not
     # arithmetic, dominate at N ~ 1,000.
     cols = np.empty((5, n), np.float32)
-    cols[:4] = boxes[order].T
+    np.take(boxes.T, order, axis=1, out=cols[:4])
     thr = _float32_threshold(iou_threshold)
     # Empty boxes give 0/0 = NaN and huge ones inf/inf; NaN never suppresses, as in the kernel.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

@@ -38,8 +38,8 @@ class ExportReport:
 
 
 def export_onnx(weights: Path, out: Path, imgsz: int = 416, half: bool = False, dynamic: bool = False,
-                batch: int = 1, verify_images: Sequence[Path] = (), provenance: Optional[Dict[str, Any]] = None
-                ) -> ExportReport:
+                batch: int = 1, verify_images: Sequence[Path] = (),
+                provenance: Optional[Dict[str, Any]] = None) -> ExportReport:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     weights = Path(weights)
     if not weights.is_file():

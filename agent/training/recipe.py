@@ -87,15 +87,15 @@ class TrainSettings(_Section):
     imgsz: int = Field(416, ge=32, le=2048, multiple_of=32)
     batch: int = Field(16, ge=1, le=1024)
     optimizer: str = Field("auto", pattern="^(auto|SGD|Adam|AdamW|NAdam|RAdam|RMSProp)$")
-    lr0: Optional[float] = Field(None, gt=0, le=1, description="initial learning rate (None: optimizer default)")
+    lr0: Optional[float] = Field(None, gt=0, le=1, description="initial learning rate (None: the default)")
     lrf: float = Field(0.01, gt=0, le=1, description="final learning rate as a fraction of lr0")
     warmup_epochs: float = Field(3.0, ge=0)
     patience: int = Field(100, ge=0, description="stop after N epochs without improvement (0: never)")
     seed: int = 0
     workers: int = Field(2, ge=0, le=64)
     cache: bool = Field(False, description="keep decoded images in RAM")
-    pretrained_lr_scale: float = Field(0.1, gt=0, le=1,
-                                       description="lr0 factor when pretrained backbone layers retrain")
+    pretrained_lr_scale: float = Field(
+        0.1, gt=0, le=1, description="lr0 factor when pretrained backbone layers retrain")
 
 
 class Recipe(_Section):

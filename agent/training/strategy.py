@@ -1,10 +1,11 @@
 """Which layers to retrain when fine-tuning: decided by the data set's size and its
 similarity to the data the weights were pretrained on.
 
-| data set | similar to pretraining (high) | unlike pretraining (low) |
-| --- | --- | --- |
-| large | ``partial-late``: freeze the early backbone (stride <= 8), train later stages + head | ``full``: train everything |
-| small | ``head``: train only the detection head (the classifier) | ``partial-early``: freeze the stem (stride <= 4), train the rest |
+- large data set, similar to the pretraining data: ``partial-late``, freeze the early backbone
+  (output stride <= 8), train the later stages and the head;
+- large, unlike the pretraining data: ``full``, train everything;
+- small, similar: ``head``, train only the detection head (the classifier);
+- small, unlike: ``partial-early``, freeze the stem (output stride <= 4), train the rest.
 
 Why: early layers hold generic edge and colour filters that transfer to any images and
 that a small data set cannot re-learn well; late layers hold features specific to the
@@ -57,8 +58,8 @@ class FineTunePlan:
 
     def describe(self) -> str:
         frozen = _ranges(self.frozen_layers) or "none"
-        return (f"fine-tuning strategy '{self.strategy}': frozen layers {frozen}; learning rate x{self.lr_scale:g}"
-                f" ({self.reason})")
+        return (f"fine-tuning strategy '{self.strategy}': frozen layers {frozen}; "
+                f"learning rate x{self.lr_scale:g} ({self.reason})")
 
 
 def choose_strategy(strategy: str = "auto", data_size: Optional[str] = None,
@@ -81,9 +82,9 @@ def backbone_strides(model_yaml: Dict[str, Any]) -> List[int]:
     for _source, _repeats, module, args in model_yaml["backbone"]:
         name = str(module).split(".")[-1]
         # Downsampling layers: stride-2 convolutions (args: c_out, k, s) and stride-2 pools (k, s).
-        if name in ("Conv", "DWConv", "ConvTranspose") and len(args) > 2 and args[2] == 2:
-            stride *= 2
-        elif name in ("MaxPool2d", "AvgPool2d") and len(args) > 1 and args[1] == 2:
+        strided_conv = name in ("Conv", "DWConv") and len(args) > 2 and args[2] == 2
+        strided_pool = name in ("MaxPool2d", "AvgPool2d") and len(args) > 1 and args[1] == 2
+        if strided_conv or strided_pool:
             stride *= 2
         strides.append(stride)
     return strides

@@ -85,7 +85,8 @@ def train(data: Path, recipe: Recipe, model: str = "yolov3-tiny", strategy: str 
     source, pretrained, layers = prepare_model(model, len(spec["names"]), width, run_dir)
     chosen = choose_strategy(strategy, data_size, similarity) if pretrained else "full"
     if not pretrained and strategy not in ("auto", "full"):
-        log.warning("strategy %r ignored: a model built from scratch has no pretrained layers to keep", strategy)
+        log.warning("strategy %r ignored: a model built from scratch has no pretrained layers to keep",
+                    strategy)
     fine_tune = plan(layers, chosen, pretrained, settings.pretrained_lr_scale)
     print(fine_tune.describe())
 

@@ -27,7 +27,8 @@ def test_shipped_configs_are_valid(config):
 
 
 def test_check_config_print_masks_secrets():
-    proc = agent("check-config", "configs/agent.yaml", "--print", "--set", "mqtt.password=hunter2", check_rc=0)
+    proc = agent("check-config", "configs/agent.yaml", "--print", "--set", "mqtt.password=hunter2",
+                 check_rc=0)
     assert "hunter2" not in proc.stdout and "password: '***'" in proc.stdout
 
 
