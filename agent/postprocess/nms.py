@@ -13,7 +13,7 @@ so two vectorised forms of the same greedy result are used:
 - *blocked* (class-agnostic, and classes with many boxes): take the best few boxes, resolve
   them among themselves exactly, then let the ones kept suppress every later box in one
   vectorised step; repeat on the survivors. Work is about (kept x candidates), like the C++
-  kernel; every temporary stays within ``_BUDGET`` elements however many boxes come in.
+  kernel; memory stays bounded (``_BUDGET``) however many boxes come in.
 - *pairs* (many small classes): every same-class pair (i before j) is scored at once and
   the overlapping pairs become edges of a DAG. Greedy's keep vector is the unique fixed
   point of ``keep[j] = not any(keep[i] for edges i -> j)``, because each box's fate depends
@@ -32,8 +32,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: Elements (box pairs) per temporary array; a pass of the pair form may reach twice this.
+#: Box pairs per temporary array of the blocked form (4 MiB as float32).
 _BUDGET = 1 << 20
+#: Box pairs per pass of the pair form, which holds ~60 bytes per pair; a pass of whole
+#: classes may reach twice this. Small classes (see _BIG_CLASS) fit one pass each.
+_PAIRS_PER_PASS = 1 << 17
 #: Boxes in the first block of the blocked form; later blocks double, up to _BLOCK_MAX.
 _BLOCK = 64
 _BLOCK_MAX = 1024
@@ -41,7 +44,6 @@ _BLOCK_MAX = 1024
 _BIG_CLASS = 128
 #: Peel while the pair list would exceed this many pairs per remaining box.
 _PEEL_UNTIL = 8
-
 
 
 def nms(
@@ -277,9 +279,10 @@ def _peel_and_pairs(members: np.ndarray, group: np.ndarray, cols: np.ndarray, th
     head, sizes, pairs = head[ok], sizes[ok], pairs[ok]
     if not head.shape[0]:
         return
-    # Several whole classes per pass, at most twice the budget each (usually one pass).
+    # Several whole classes per pass, at most 2 x _PAIRS_PER_PASS pairs (usually one pass).
     cum = np.cumsum(pairs)
-    cuts = np.searchsorted(cum, np.arange(1, cum[-1] // _BUDGET + 1) * _BUDGET, side="right")
+    marks = np.arange(1, cum[-1] // _PAIRS_PER_PASS + 1) * _PAIRS_PER_PASS
+    cuts = np.searchsorted(cum, marks, side="right")
     cuts = np.unique(cuts[(cuts > 0) & (cuts < head.shape[0])])
     for h, g in zip(np.split(head, cuts), np.split(sizes, cuts)):
         _pairs_pass(members, h, g, cols, thr, keep)

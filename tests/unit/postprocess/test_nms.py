@@ -40,7 +40,8 @@ FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Tuning that forces every code path (chunked temporaries, several pair passes, big-class
 # blocked passes, growing blocks) on small inputs; the real values take the fast paths.
-TINY = {"_BUDGET": 64, "_BLOCK": 3, "_BLOCK_MAX": 16, "_BIG_CLASS": 12, "_PEEL_UNTIL": 1}
+TINY = {"_BUDGET": 64, "_PAIRS_PER_PASS": 64, "_BLOCK": 3, "_BLOCK_MAX": 16, "_BIG_CLASS": 12,
+        "_PEEL_UNTIL": 1}
 
 
 @contextmanager
