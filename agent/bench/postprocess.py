@@ -37,8 +37,12 @@ def synthetic_yolo_output(seed: int = 0, objects: int = 30) -> np.ndarray:
     pred = np.empty((4 + CLASSES, CANDIDATES), np.float32)
     pred[0:2] = rng.uniform(0, INPUT, (2, CANDIDATES))
     pred[2:4] = rng.uniform(4, 120, (2, CANDIDATES))
-    # Background: sigmoid-like small scores over all classes.
-    pred[4:] = rng.beta(0.5, 40, (CLASSES, CANDIDATES))
+    # Background: a per-candidate objectness spread over decades (1e-5..3e-2) times class
+    # probabilities; about 5% of background candidates then pass an evaluation threshold of
+    # 0.001, as with a real detector, and none passes a deployment threshold.
+    objectness = 10.0 ** rng.uniform(-5.0, -1.5, CANDIDATES)
+    class_probs = rng.dirichlet(np.full(CLASSES, 0.5), CANDIDATES).T
+    pred[4:] = (class_probs * objectness).astype(np.float32)
     # Objects: ~20 candidates each, jittered around the object, one class scoring high.
     per_object = 20
     chosen = rng.choice(CANDIDATES, objects * per_object, replace=False).reshape(objects, per_object)

@@ -73,3 +73,25 @@ def test_engine_side_nms_output_is_not_suppressed_again():
     dets = run(PostprocessSettings(max_detections=10), [num, boxes, scores, classes],
                info=ModelInfo(input_size=(416, 416), class_names=["cat", "dog", "car"]))
     assert len(dets) == 3  # the engine already decided; overlapping boxes stay
+
+
+@pytest.mark.parametrize("conf", [0.25, 0.001])
+def test_full_postprocess_agrees_with_ultralytics_on_a_yolov3_sized_output(conf):
+    torch = pytest.importorskip("torch")
+    from ultralytics.utils.nms import non_max_suppression
+    from ultralytics.utils.ops import scale_boxes
+
+    from agent.bench.postprocess import CLASSES, synthetic_yolo_output
+
+    pred = synthetic_yolo_output(seed=5)
+    info = ModelInfo(input_size=(416, 416), class_names=[str(i) for i in range(CLASSES)],
+                     output_format="anchor_free")
+    transform = fit_transform((480, 640), (416, 416), "letterbox")
+    (ours,) = Postprocessor(info, PostprocessSettings(conf, 0.45, max_detections=300))([pred], [transform])
+    (theirs,) = non_max_suppression(torch.from_numpy(pred), conf_thres=conf, iou_thres=0.45, max_det=300)
+    theirs[:, :4] = scale_boxes((416, 416), theirs[:, :4], (480, 640))
+    theirs = theirs.numpy()
+    assert len(ours) == len(theirs) > 0
+    np.testing.assert_allclose(ours.scores, theirs[:, 4], rtol=1e-6)
+    assert ours.class_ids.tolist() == theirs[:, 5].astype(int).tolist()
+    np.testing.assert_allclose(ours.xyxy, theirs[:, :4], atol=1e-3)
