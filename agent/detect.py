@@ -36,13 +36,15 @@ def run_detect(model: Path, inputs: Sequence[str], backend: str = "auto", conf: 
                             "latency_ms": {k: round(v, 2) for k, v in detector.last_latency_ms.items()},
                             "detections": boxes})
             if not quiet:
-                found = ", ".join(f"{b['label']} {b['score']:.2f}" for b in boxes) or "nothing"
-                print(f"{path}: {found}")
+                for b in boxes:
+                    print(f"{path}: {b['label']} {b['score']:.2f} {b['box']}")
+                if not boxes:
+                    print(f"{path}: nothing found")
             if save_dir:
                 write_image(Path(save_dir) / f"{path.stem}.jpg",
                             draw_detections(image, dets, detector.class_names))
     elapsed = time.perf_counter() - started
     log.info("%d images in %.2f s", len(images), elapsed)
     if json_out:
-        atomic_write_text(json_out, json.dumps({"model": str(model), "images": records}, indent=1) + "\n")
+        atomic_write_text(json_out, json.dumps(records, indent=1) + "\n")
     return 0

@@ -73,8 +73,8 @@ def test_detect_prints_writes_json_and_saves_images(tmp_path):
     out = tmp_path / "dets.json"
     proc = agent("detect", "--model", CFG, DOG, "--json", out, "--save", tmp_path / "img", check_rc=0)
     assert proc.stdout.startswith(f"{DOG}: dog 0.8")
-    record = json.loads(out.read_text())
-    (image,) = record["images"]
+    assert len(proc.stdout.splitlines()) == 4  # one line per detection: dog, car, truck, bicycle
+    (image,) = json.loads(out.read_text())
     assert (image["width"], image["height"]) == (768, 576)
     labels = {d["label"] for d in image["detections"]}
     assert {"dog", "car", "truck"} <= labels
