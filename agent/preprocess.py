@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -77,7 +77,7 @@ def fit_transform(source_size: Tuple[int, int], input_size: Tuple[int, int], mod
 
 
 def fit_image(image: np.ndarray, transform: FitTransform, input_size: Tuple[int, int],
-              out: np.ndarray = None) -> np.ndarray:
+              out: Optional[np.ndarray] = None) -> np.ndarray:
     """The HxWx3 uint8 network-sized image for ``transform`` (into ``out`` when given)."""
     dst_h, dst_w = input_size
     if out is None:
@@ -105,7 +105,7 @@ class Preprocessor:
     """
 
     def __init__(self, input_size: Tuple[int, int], mode: str = "letterbox", batch_size: int = 1,
-                 dtype: np.dtype | type = np.float32) -> None:
+                 dtype: Union[np.dtype, type] = np.float32) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.input_size = (int(input_size[0]), int(input_size[1]))
