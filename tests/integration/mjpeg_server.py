@@ -31,7 +31,7 @@ class MjpegCamera:
         self._server: Optional[ThreadingHTTPServer] = None
         self._live = threading.Event()
 
-    def start(self) -> "MjpegCamera":
+    def start(self) -> MjpegCamera:
         camera = self
 
         class Handler(BaseHTTPRequestHandler):

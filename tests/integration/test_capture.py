@@ -1,20 +1,16 @@
 """Cameras on real sources: a generated video, image folders, an HTTP MJPEG stream."""
 
-import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from mjpeg_server import MjpegCamera  # tests/integration is on sys.path (pytest's rootdir-less import mode)
 
 from agent.capture import Camera
 from agent.config_schema import CameraConfig
 from agent.datasets.synthetic import make_video
 from agent.errors import CaptureError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from mjpeg_server import MjpegCamera  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +94,7 @@ def test_image_folder_skips_unreadable_and_blank_images(tmp_path):
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
-    with pytest.raises(CaptureError, match="camera 'x': source .* is not a device, URL, video file"):
+    with pytest.raises(CaptureError, match=r"camera 'x': source .* is not a device, URL, video file"):
         Camera(CameraConfig(name="x", source=str(tmp_path / "nope.mp4")))
 
 
