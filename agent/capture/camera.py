@@ -23,7 +23,7 @@ import logging
 import random
 import threading
 import time
-from typing import Deque, Optional, Tuple
+from typing import Callable, Deque, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -55,8 +55,10 @@ def is_blank(image: np.ndarray) -> bool:
 
 
 class Camera:
-    def __init__(self, config: CameraConfig, spec: Optional[SourceSpec] = None) -> None:
+    def __init__(self, config: CameraConfig, spec: Optional[SourceSpec] = None,
+                 on_frame: Optional[Callable[[], None]] = None) -> None:
         self.config = config
+        self._on_frame = on_frame  # wakes a consumer that waits on several cameras at once
         self.name = config.name
         self.spec = spec or source_spec(config)
         self.realtime = config.effective_realtime
@@ -205,6 +207,8 @@ class Camera:
                     self._cond.wait(0.1)
                 self._queue.append(frame)
             self._cond.notify_all()
+        if self._on_frame is not None:
+            self._on_frame()
 
     def _set_state(self, state: str, reason: Optional[str] = None) -> None:
         if state != self.state:
@@ -220,6 +224,8 @@ class Camera:
         with self._cond:
             self._finished = True
             self._cond.notify_all()
+        if self._on_frame is not None:
+            self._on_frame()  # a consumer waiting for frames must learn that none will come
 
     def _jitter(self, delay: float) -> float:
         """Up to 25% either way, so cameras behind one failed switch do not retry in lockstep."""
