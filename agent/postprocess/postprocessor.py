@@ -46,6 +46,17 @@ class Postprocessor:
         self._class_min_score: Optional[np.ndarray] = None
         self._compile_class_filters()
 
+    def update(self, settings: PostprocessSettings) -> None:
+        """Switch to new thresholds and filters (a reload or a ``set`` command); validated first."""
+        previous = self.settings
+        self.settings = settings
+        try:
+            self._compile_class_filters()
+        except ModelError:
+            self.settings = previous
+            self._compile_class_filters()
+            raise
+
     def _class_index(self, name: str) -> int:
         try:
             return self.info.class_names.index(name)
@@ -57,6 +68,7 @@ class Postprocessor:
         """Turn label-based filters into lookup arrays indexed by class id, once."""
         s = self.settings
         nc = max(self.info.num_classes, 1)
+        self._class_keep = self._class_min_score = None
         if s.classes:
             self._class_keep = np.zeros(nc, bool)
             self._class_keep[[self._class_index(n) for n in s.classes]] = True

@@ -95,3 +95,13 @@ def test_full_postprocess_agrees_with_ultralytics_on_a_yolov3_sized_output(conf)
     np.testing.assert_allclose(ours.scores, theirs[:, 4], rtol=1e-6)
     assert ours.class_ids.tolist() == theirs[:, 5].astype(int).tolist()
     np.testing.assert_allclose(ours.xyxy, theirs[:, :4], atol=1e-3)
+
+
+def test_update_swaps_settings_and_rejects_unknown_labels_without_change():
+    post = Postprocessor(INFO, PostprocessSettings(classes=["cat"]))
+    post.update(PostprocessSettings(conf_threshold=0.6))
+    (dets,) = post(TWO_DOGS_AND_A_CAT, [IDENTITY])
+    assert dets.scores.tolist() == pytest.approx([0.9, 0.7])  # class filter gone, higher bar
+    with pytest.raises(ModelError, match="'horse'"):
+        post.update(PostprocessSettings(classes=["horse"]))
+    assert post.settings.conf_threshold == 0.6  # the failed update changed nothing
