@@ -56,6 +56,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results: Dict[str, object] = {}
     if args.postprocess:
         results["postprocess"] = run_postprocess_bench(repeat=args.repeat, peers=not args.no_peers)
+    if args.eval:
+        from .bench.evaluate import run_eval_bench
+
+        results["eval"] = run_eval_bench(peers=not args.no_peers)
     if args.json:
         from .fileio import atomic_write_text
 
@@ -160,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks, as ratios against peers measured in the same run")
     p.add_argument("--postprocess", action="store_true",
                    help="decode + NMS on a YOLOv3-416 output vs ultralytics and torchvision")
+    p.add_argument("--eval", action="store_true",
+                   help="eval end to end on a COCO-val-sized case vs pycocotools, faster-coco-eval, hotcoco")
     p.add_argument("--repeat", type=int, default=200, help="timed repetitions per case (default 200)")
     p.add_argument("--no-peers", action="store_true", help="time only this project's code")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
@@ -215,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-images", metavar="DIR", help="compare ONNX Runtime with PyTorch on images here")
     p.set_defaults(handler=cmd_export)
 
+    from .evaluate.cli import add_parser as add_eval_parser
+
+    add_eval_parser(sub)
+
     for p in sub.choices.values():
         _add_common(p)
     return parser
@@ -225,8 +235,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     configure_logging("DEBUG" if debug else getattr(args, "log_level", "WARNING"))
-    if args.command == "bench" and not args.postprocess:
-        parser.error("bench: choose what to measure, e.g. --postprocess")
+    if args.command == "bench" and not (args.postprocess or args.eval):
+        parser.error("bench: choose what to measure, e.g. --postprocess or --eval")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
