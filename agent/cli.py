@@ -40,6 +40,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import run_daemon
+
+    return run_daemon(args.config, args.set, max_frames=args.max_frames, duration=args.duration,
+                      video_dir=args.save_video)
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     from .detect import run_detect
 
@@ -139,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    p = sub.add_parser("run", help="the daemon: cameras -> model -> MQTT")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key, e.g. --set cameras.0.source=clip.mp4 (repeatable)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (tests, demos)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--save-video", metavar="DIR", help="also write an annotated video per camera here")
+    p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("file", help="YAML config file")

@@ -72,8 +72,13 @@ class Pipeline:
 
     # ------------------------------------------------------------ control
 
-    def start(self, load_timeout: float = 300.0) -> None:
-        """Start the threads; returns once the model is loaded (raises if it failed)."""
+    def start(self, load_timeout: float = 300.0,
+              on_loaded: Optional[Callable[[Detector], None]] = None) -> None:
+        """Start the threads; returns once the model is loaded (raises if it failed).
+
+        ``on_loaded`` runs after the model loads and before the cameras start, so sinks that
+        need the model's labels can be added then without missing a frame.
+        """
         self._threads = [threading.Thread(target=self._infer_loop, name="inference", daemon=True),
                          threading.Thread(target=self._publish_loop, name="publish", daemon=True)]
         for thread in self._threads:
@@ -81,6 +86,8 @@ class Pipeline:
         if not self._loaded.wait(load_timeout) or self.error is not None:
             self.stop()
             raise self.error or TimeoutError("the model did not load in time")
+        if on_loaded is not None and self.detector is not None:
+            on_loaded(self.detector)
         for camera in self.cameras:
             camera.start()
 

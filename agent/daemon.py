@@ -1,0 +1,224 @@
+"""``detection-agent run``: config -> cameras, detector, publisher -> pipeline, until told to stop.
+
+The main thread only supervises: it turns signals into actions (SIGTERM/SIGINT stop,
+SIGHUP reloads), pings the systemd watchdog while the inference loop makes progress,
+reports status, and enforces ``--duration`` / ``--max-frames``. Shutdown order matters:
+cameras stop, the frame in flight finishes, results drain to the sinks, then the publisher
+flushes (or spools) and says ``offline``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from . import config as config_module
+from .backends.base import open_backend
+from .capture import Camera
+from .config_schema import AgentConfig
+from .darknet import read_names
+from .detector import Detector
+from .errors import ConfigError
+from .metrics import CpuMeter, system_stats
+from .pipeline import Pipeline, Sink
+from .postprocess.postprocessor import PostprocessSettings
+from .service import Notifier, install_signal_handlers, restore_signal_handlers, watchdog_interval
+from .sinks import MqttSink, VideoSink
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_S = 0.2  # how often the main thread looks at flags, the watchdog and the clock
+STALL_S = 30.0  # no inference-loop progress for this long: stop pinging the watchdog
+
+
+def postprocess_settings(cfg: AgentConfig) -> PostprocessSettings:
+    inf = cfg.inference
+    return PostprocessSettings(
+        conf_threshold=inf.conf_threshold, iou_threshold=inf.iou_threshold,
+        max_detections=inf.max_detections, class_agnostic=inf.class_agnostic, multi_label=inf.multi_label,
+        classes=inf.classes, class_thresholds=dict(inf.class_thresholds), min_box_area=inf.min_box_area,
+        output_format=cfg.model.output_format)
+
+
+def open_detector(cfg: AgentConfig) -> Detector:
+    """The configured model, its config overrides applied, warmed up."""
+    model = cfg.model
+    names = read_names(Path(model.labels)) if model.labels else None
+    backend = open_backend(Path(model.path), model.backend, cfg.inference.batch_size, names)
+    if model.input_size:
+        backend.info.input_size = (model.input_size[0], model.input_size[1])
+    detector = Detector(backend, postprocess_settings(cfg), model.resize_mode)
+    backend.warmup(model.warmup_runs)
+    return detector
+
+
+class Daemon:
+    def __init__(self, config_path: str, overrides: Sequence[str] = (), max_frames: Optional[int] = None,
+                 duration: Optional[float] = None, video_dir: Optional[Path] = None,
+                 notifier: Optional[Notifier] = None) -> None:
+        self.config_path = config_path
+        self.overrides = list(overrides)
+        self.max_frames = max_frames
+        self.duration = duration
+        self.video_dir = video_dir
+        self.notifier = notifier or Notifier()
+        self.cfg: AgentConfig = config_module.load(config_path, overrides)
+        self.pipeline: Optional[Pipeline] = None
+        self.publisher: Optional[object] = None
+        self.mqtt_sink: Optional[MqttSink] = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._cpu = CpuMeter()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def run(self) -> int:
+        logging.getLogger().setLevel(self.cfg.logging.level)
+        previous = install_signal_handlers(self._stop.set, self._reload.set)
+        try:
+            self._start_pipeline()
+            return self._supervise()
+        finally:
+            self.notifier.stopping()
+            self._shutdown()
+            restore_signal_handlers(previous)
+
+    def _start_pipeline(self) -> None:
+        cfg = self.cfg
+        cameras = [Camera(c) for c in cfg.enabled_cameras]
+        pipeline = self.pipeline = Pipeline(cameras, lambda: open_detector(cfg), [], self.max_frames)
+        pipeline.start(on_loaded=lambda detector: pipeline.sinks.extend(self._make_sinks(detector)))
+        log.info("running %s on %d camera(s): %s", cfg.model.path, len(cameras),
+                 ", ".join(f"{c.name} ({c.spec.description})" for c in cameras))
+
+    def _make_sinks(self, detector: Detector) -> List[Sink]:
+        sinks: List[Sink] = []
+        names = detector.class_names
+        if self.cfg.mqtt.enabled:
+            from .publish.mqtt import MqttPublisher
+
+            publisher = MqttPublisher(self.cfg, model_name=detector.info.name, class_names=names)
+            self.mqtt_sink = MqttSink(publisher, names, self.cfg.mqtt.snapshot)
+            self._register_commands(publisher)
+            publisher.set_stats_provider(self._stats)
+            publisher.start()
+            self.publisher = publisher
+            sinks.append(self.mqtt_sink)
+        if self.video_dir is not None:
+            sinks.append(VideoSink(self.video_dir, names, fps=self.cfg.cameras[0].fps or 15.0))
+        return sinks
+
+    def _register_commands(self, publisher: object) -> None:
+        commands = getattr(publisher, "commands", None)
+        if commands is None:
+            return
+        pipeline, sink = self.pipeline, self.mqtt_sink
+        assert pipeline is not None and sink is not None
+
+        def for_cameras(args: Dict[str, object], action: str) -> Dict[str, object]:
+            camera = args.get("camera")
+            if camera is None:
+                # Whole-agent pause stops inference too: on a battery or a hot device that matters.
+                (pipeline.pause if action == "pause" else pipeline.resume)()
+                return {"paused": pipeline.paused}
+            (sink.pause if action == "pause" else sink.resume)(str(camera))
+            return {"camera": camera, "action": action}
+
+        def snapshot(args: Dict[str, object]) -> Dict[str, object]:
+            every = [c.name for c in self.cfg.enabled_cameras]
+            cameras = [str(args["camera"])] if args.get("camera") else every
+            for name in cameras:
+                sink.request_snapshot(name)
+            return {"cameras": cameras}
+
+        def set_thresholds(args: Dict[str, object]) -> Dict[str, object]:
+            inference = self.cfg.inference.model_copy(update={k: v for k, v in args.items()
+                                                               if k in ("conf_threshold", "iou_threshold",
+                                                                        "classes")})
+            self.cfg = self.cfg.model_copy(update={"inference": inference})
+            settings = postprocess_settings(self.cfg)
+            pipeline.change_detector(lambda detector: detector.postprocess.update(settings))
+            return {"conf_threshold": settings.conf_threshold, "iou_threshold": settings.iou_threshold,
+                    "classes": settings.classes}
+
+        commands.register("pause", lambda args: for_cameras(args, "pause"))
+        commands.register("resume", lambda args: for_cameras(args, "resume"))
+        commands.register("snapshot", snapshot)
+        commands.register("set", set_thresholds)
+
+    def _supervise(self) -> int:
+        pipeline = self.pipeline
+        assert pipeline is not None
+        started = time.monotonic()
+        ping_every = watchdog_interval() if self.cfg.service.watchdog else None
+        last_ping = last_status = 0.0
+        ready = False
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if not ready and (pipeline.first_frame_done.is_set() or pipeline.finished.is_set()):
+                ready = True
+                self.notifier.ready(f"running {Path(self.cfg.model.path).name}")
+            if self._reload.is_set():
+                self._reload.clear()
+                self._apply_reload()
+            if pipeline.finished.is_set() or pipeline.error is not None:
+                break
+            if self.duration is not None and now - started >= self.duration:
+                break
+            if ping_every and now - last_ping >= ping_every and now - pipeline.heartbeat < STALL_S:
+                self.notifier.watchdog()
+                last_ping = now
+            if now - last_status >= 5.0:
+                fps = pipeline.metrics.fps.rate()
+                self.notifier.status(f"{fps:.1f} fps, {pipeline.frames_processed} frames")
+                last_status = now
+            self._stop.wait(SUPERVISE_S)
+        if pipeline.error is not None:
+            log.error("stopping: %s", pipeline.error)
+            return 1
+        return 0
+
+    def _apply_reload(self) -> None:
+        """SIGHUP: re-read the config; thresholds and filters apply at once, the model stays loaded."""
+        try:
+            new = config_module.load(self.config_path, self.overrides)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config:\n%s", exc)
+            return
+        if new.model != self.cfg.model or new.cameras != self.cfg.cameras:
+            log.warning("reload: model or camera changes take effect at the next restart "
+                        "(systemctl restart detection-agent)")
+        if new.mqtt != self.cfg.mqtt:
+            log.warning("reload: MQTT changes take effect at the next restart")
+        self.cfg = self.cfg.model_copy(update={"inference": new.inference, "logging": new.logging})
+        logging.getLogger().setLevel(new.logging.level)
+        settings = postprocess_settings(self.cfg)
+        assert self.pipeline is not None
+        self.pipeline.change_detector(lambda detector: detector.postprocess.update(settings))
+        log.info("reloaded: conf %.2f, iou %.2f", settings.conf_threshold, settings.iou_threshold)
+
+    def _stats(self) -> Dict[str, object]:
+        stats: Dict[str, object] = dict(self.pipeline.stats()) if self.pipeline else {}
+        stats["system"] = system_stats(self._cpu)
+        return stats
+
+    def _shutdown(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.stop(timeout=3.0)
+        if self.publisher is not None:
+            self.publisher.stop(timeout=1.5)  # type: ignore[attr-defined]
+
+    def summary(self) -> Dict[str, object]:
+        return self._stats()
+
+
+def run_daemon(config_path: str, overrides: Sequence[str] = (), max_frames: Optional[int] = None,
+               duration: Optional[float] = None, video_dir: Optional[str] = None) -> int:
+    daemon = Daemon(config_path, overrides, max_frames, duration, Path(video_dir) if video_dir else None)
+    code = daemon.run()
+    stats = daemon.summary()
+    log.info("processed %s frames at %s fps", stats.get("frames"), stats.get("fps"))
+    return code
