@@ -168,7 +168,8 @@ class Daemon:
                 break
             if self.duration is not None and now - started >= self.duration:
                 break
-            if ping_every and now - last_ping >= ping_every and now - pipeline.heartbeat < STALL_S:
+            alive = now - pipeline.heartbeat < STALL_S
+            if ready and ping_every and now - last_ping >= ping_every and alive:
                 self.notifier.watchdog()
                 last_ping = now
             if now - last_status >= 5.0:

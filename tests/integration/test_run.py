@@ -1,0 +1,197 @@
+"""``detection-agent run`` as a process: real video, real model, real broker, real signals."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mosquitto import Subscriber, wait
+
+from agent.datasets.synthetic import make_video
+
+SHIPPED = Path("models/shapes-yolov3-tiny.onnx")
+DARKNET = Path("../shared/models/yolov3-tiny-coco/yolov3-tiny.cfg")
+MODEL = SHIPPED if SHIPPED.exists() else DARKNET
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    make_video(path, frames=20, fps=15, seed=4, width=320, height=240)
+    return path
+
+
+def write_config(tmp_path, broker, source, **camera):
+    cfg = {
+        "device": {"id": "box"},
+        "cameras": [{"name": "cam", "source": str(source), **camera}],
+        "model": {"path": str(MODEL), "warmup_runs": 0},
+        "mqtt": {"host": broker.host, "port": broker.port, "keepalive": 5, "reconnect_min": 0.05,
+                 "reconnect_max": 0.4, "stats_interval": 3600},
+        "spool": {"path": str(tmp_path / "spool.db")},
+        "service": {"state_dir": str(tmp_path / "state")},
+        "logging": {"level": "INFO"},
+    }
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start_agent(config, *extra, env=None):
+    return subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def detections_of(sub):
+    return [json.loads(p) for p in sub.payloads("/detections")]
+
+
+def test_every_frame_of_a_video_is_published_once(broker, tmp_path, clip):
+    sub = Subscriber(broker, ["detection-agent/box/#"])
+    try:
+        agent = start_agent(write_config(tmp_path, broker, clip))
+        _, err = agent.communicate(timeout=120)
+        assert agent.returncode == 0, err
+        wait(lambda: len(detections_of(sub)) >= 20, 10, "20 detections messages")
+        messages = detections_of(sub)
+    finally:
+        sub.close()
+    assert [m["seq"] for m in messages] == list(range(1, 21))
+    assert [m["frame"] for m in messages] == list(range(20))
+    assert {(m["width"], m["height"], m["camera"], m["schema"]) for m in messages} == \
+        {(320, 240, "cam", "detections/1")}
+    assert len({m["run"] for m in messages}) == 1
+
+
+def test_sigterm_stops_within_five_seconds_and_says_offline(broker, tmp_path, clip):
+    sub = Subscriber(broker, ["detection-agent/box/#"])
+    try:
+        agent = start_agent(write_config(tmp_path, broker, clip, loop=True, realtime=True))
+        wait(lambda: len(detections_of(sub)) >= 3, 60, "first detections")
+        started = time.monotonic()
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=10)
+        assert time.monotonic() - started < 5.0 and agent.returncode == 0
+        wait(lambda: sub.payloads("/status")[-1:] == [b"offline"], 5, "offline status")
+        seqs = [m["seq"] for m in detections_of(sub)]
+    finally:
+        sub.close()
+    assert seqs == list(range(1, len(seqs) + 1))  # nothing twice, nothing half
+
+
+def test_sighup_applies_a_new_threshold_without_reloading_the_model(broker, tmp_path, clip):
+    config = write_config(tmp_path, broker, clip, loop=True, realtime=True)
+    sub = Subscriber(broker, ["detection-agent/box/cam/detections"])
+    try:
+        agent = start_agent(config)
+        wait(lambda: len(detections_of(sub)) >= 2, 60, "first detections")
+        data = yaml.safe_load(config.read_text())
+        data["inference"] = {"conf_threshold": 1.0}  # no score is strictly above 1: nothing passes
+        config.write_text(yaml.safe_dump(data))
+        agent.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        count = len(detections_of(sub))
+        wait(lambda: len(detections_of(sub)) >= count + 3, 30, "detections after the reload")
+        after = detections_of(sub)[count:]
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=10)
+    finally:
+        sub.close()
+    assert all(m["detections"] == [] for m in after)
+    assert err.count("with the ") == 1  # "loading MODEL with the BACKEND backend": loaded once
+    assert "reloaded: conf 1.00" in err
+
+
+def test_systemd_notify_protocol(broker, tmp_path, clip):
+    notify = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(30)
+    try:
+        agent = start_agent(write_config(tmp_path, broker, clip, loop=True, realtime=True),
+                            env={"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"})
+        received = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(m == b"WATCHDOG=1" for m in received) < 3:
+            received.append(sock.recv(256))
+        agent.send_signal(signal.SIGTERM)
+        while b"STOPPING=1" not in received:
+            received.append(sock.recv(256))
+        agent.communicate(timeout=10)
+    finally:
+        sock.close()
+    ready = [i for i, m in enumerate(received) if m.startswith(b"READY=1")]
+    watchdogs = [i for i, m in enumerate(received) if m == b"WATCHDOG=1"]
+    assert ready and len(watchdogs) >= 3 and ready[0] < watchdogs[-1]
+    assert received[-1] == b"STOPPING=1" and agent.returncode == 0
+
+
+def test_run_never_loads_torch_or_ultralytics(broker, tmp_path, clip):
+    config = write_config(tmp_path, broker, clip)
+    code = ("import sys, agent.cli; rc = agent.cli.main(['run', '--config', sys.argv[1], '--max-frames', '3']); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics', 'torchvision')); "
+            "print('HEAVY', bad); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+
+
+def test_no_watchdog_ping_while_inference_is_stalled(tmp_path, clip, monkeypatch):
+    import threading
+
+    from agent import daemon as daemon_module
+
+    hang = threading.Event()
+    real_open = daemon_module.open_detector
+
+    def hanging_detector(cfg):
+        detector = real_open(cfg)
+        infer, calls = detector.backend.infer, []
+
+        def infer_then_hang(batch):
+            calls.append(1)
+            if len(calls) > 3:
+                hang.set()
+                threading.Event().wait(30)  # a wedged GPU call
+            return infer(batch)
+
+        detector.backend.infer = infer_then_hang
+        return detector
+
+    monkeypatch.setattr(daemon_module, "open_detector", hanging_detector)
+    monkeypatch.setattr(daemon_module, "STALL_S", 0.6)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    notify = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(0.2)
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump({
+        "cameras": [{"name": "cam", "source": str(clip), "loop": True, "realtime": True}],
+        "model": {"path": str(MODEL), "warmup_runs": 0}, "mqtt": {"enabled": False},
+        "spool": {"path": str(tmp_path / "spool.db")}, "service": {"state_dir": str(tmp_path)}}))
+    agent = daemon_module.Daemon(str(config), duration=4.0, notifier=daemon_module.Notifier(str(notify)))
+    monkeypatch.setattr(daemon_module, "install_signal_handlers", lambda stop, reload: {})
+    runner = threading.Thread(target=agent.run, daemon=True)
+    runner.start()
+    messages = []
+    while runner.is_alive():
+        try:
+            messages.append((time.monotonic(), sock.recv(256)))
+        except socket.timeout:
+            pass
+    sock.close()
+    assert hang.is_set()
+    pings = [t for t, m in messages if m == b"WATCHDOG=1"]
+    assert pings, "no watchdog pings before the stall"
+    stalled_at = max(pings)
+    stopping = [t for t, m in messages if m == b"STOPPING=1"]
+    # After the last ping the loop had stalled: at least 1 s of silence until the run ended.
+    assert stopping and stopping[0] - stalled_at > 1.0
