@@ -1,5 +1,6 @@
 """``detection-agent run`` as a process: real video, real model, real broker, real signals."""
 
+import contextlib
 import json
 import os
 import signal
@@ -135,10 +136,13 @@ def test_systemd_notify_protocol(broker, tmp_path, clip):
 
 def test_run_never_loads_torch_or_ultralytics(broker, tmp_path, clip):
     config = write_config(tmp_path, broker, clip)
-    code = ("import sys, agent.cli; rc = agent.cli.main(['run', '--config', sys.argv[1], '--max-frames', '3']); "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics', 'torchvision')); "
-            "print('HEAVY', bad); sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=120)
+    code = ("import sys, agent.cli\n"
+            "rc = agent.cli.main(['run', '--config', sys.argv[1], '--max-frames', '3'])\n"
+            "heavy = ('torch', 'ultralytics', 'torchvision')\n"
+            "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+            "sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
 
@@ -183,10 +187,8 @@ def test_no_watchdog_ping_while_inference_is_stalled(tmp_path, clip, monkeypatch
     runner.start()
     messages = []
     while runner.is_alive():
-        try:
+        with contextlib.suppress(socket.timeout):
             messages.append((time.monotonic(), sock.recv(256)))
-        except socket.timeout:
-            pass
     sock.close()
     assert hang.is_set()
     pings = [t for t, m in messages if m == b"WATCHDOG=1"]
