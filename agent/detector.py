@@ -38,8 +38,8 @@ class Detector:
     @classmethod
     def open(cls, model_path: Path, backend: str = "auto", batch_size: int = 1,
              settings: Optional[PostprocessSettings] = None,
-             class_names: Optional[Sequence[str]] = None) -> Detector:
-        return cls(open_backend(Path(model_path), backend, batch_size, class_names), settings)
+             class_names: Optional[Sequence[str]] = None, threads: Optional[int] = None) -> Detector:
+        return cls(open_backend(Path(model_path), backend, batch_size, class_names, threads), settings)
 
     @property
     def class_names(self) -> List[str]:

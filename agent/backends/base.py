@@ -9,6 +9,7 @@ module, never here, so the package imports on any machine.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Protocol, Sequence, Tuple
@@ -22,14 +23,28 @@ log = logging.getLogger(__name__)
 
 #: Backend name -> "module:Class", imported only when chosen.
 REGISTRY: Dict[str, str] = {
+    "tensorrt": "agent.backends.tensorrt:TensorRTBackend",
     "onnxruntime": "agent.backends.onnxruntime:OnnxRuntimeBackend",
     "opencv": "agent.backends.opencv:OpenCVBackend",
 }
 
+#: The library each backend cannot start without (checked by ``auto`` without importing it).
+REQUIRES: Dict[str, str] = {"tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "opencv": "cv2"}
+
 #: Model file suffixes and the backends that can run them, in order of preference.
 SUFFIX_BACKENDS: Dict[str, Tuple[str, ...]] = {
-    ".onnx": ("onnxruntime",),
+    ".engine": ("tensorrt",),
+    ".plan": ("tensorrt",),
+    ".onnx": ("onnxruntime", "opencv"),
     ".cfg": ("opencv",),
+}
+
+#: Install hints for a backend whose library is missing.
+INSTALL_HINTS: Dict[str, str] = {
+    "tensorrt": "TensorRT comes with JetPack (apt install python3-libnvinfer); engines need an NVIDIA GPU, "
+                "elsewhere run the .onnx model with the onnxruntime backend",
+    "onnxruntime": "pip install 'detection-agent[cpu]'",
+    "opencv": "pip install opencv-python-headless",
 }
 
 
@@ -55,8 +70,20 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def installed(name: str) -> bool:
+    """Whether backend ``name``'s runtime library can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(REQUIRES[name]) is not None
+    except (ImportError, ValueError):  # a broken or half-removed package
+        return False
+
+
 def choose_backend(model_path: Path, requested: str = "auto") -> str:
-    """Backend name for ``model_path``: the requested one, or the best that can run it."""
+    """Backend name for ``model_path``: the requested one, or the best installed one that can run it.
+
+    ``auto`` takes TensorRT for ``.engine``/``.plan`` files and, for ``.onnx``, ONNX Runtime
+    when it is installed, else OpenCV DNN (which every install has).
+    """
     suffix = Path(model_path).suffix.lower()
     candidates = SUFFIX_BACKENDS.get(suffix)
     if candidates is None:
@@ -64,26 +91,37 @@ def choose_backend(model_path: Path, requested: str = "auto") -> str:
         raise ModelError(f"{model_path}: unsupported model file type {suffix or '(none)'!r}; "
                          f"this build runs: {known}")
     if requested == "auto":
-        return candidates[0]
+        present = [name for name in candidates if installed(name)]
+        return present[0] if present else candidates[0]  # the first one's error says what to install
     if requested not in REGISTRY:
         raise ModelError(f"unknown backend {requested!r}; available: {', '.join(sorted(REGISTRY))}")
     if requested not in candidates:
+        hint = ""
+        if requested == "tensorrt":
+            hint = " (build an engine on the device: detection-agent build-engine)"
         raise ModelError(f"{model_path}: backend {requested!r} cannot run {suffix} files "
-                         f"(use one of: {', '.join(candidates)})")
+                         f"(use one of: {', '.join(candidates)}){hint}")
     return requested
 
 
 def open_backend(model_path: Path, requested: str = "auto", batch_size: int = 1,
-                 class_names: Optional[Sequence[str]] = None) -> Backend:
-    """Load ``model_path`` with the chosen backend."""
+                 class_names: Optional[Sequence[str]] = None, threads: Optional[int] = None) -> Backend:
+    """Load ``model_path`` with the chosen backend; ``threads`` (CPU backends) None: runtime default."""
     model_path = Path(model_path)
     if not model_path.exists():
         raise ModelError(f"{model_path}: model file not found")
     name = choose_backend(model_path, requested)
+    if name == "tensorrt" and requested == "auto" and not installed("tensorrt"):
+        # A device config on a machine without TensorRT: run the ONNX model the engine came from.
+        onnx_path = model_path.with_suffix(".onnx")
+        if onnx_path.is_file():
+            log.warning("%s: TensorRT is not installed; running %s instead", model_path, onnx_path.name)
+            model_path, name = onnx_path, choose_backend(onnx_path, "auto")
     module_name, class_name = REGISTRY[name].split(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except ImportError as exc:
-        raise BackendError(f"backend {name!r} needs a library that is not installed: {exc}") from exc
+        raise BackendError(f"backend {name!r} needs a library that is not installed: {exc} "
+                           f"({INSTALL_HINTS[name]})") from exc
     log.info("loading %s with the %s backend", model_path, name)
-    return cls(model_path, batch_size=batch_size, class_names=class_names)
+    return cls(model_path, batch_size=batch_size, class_names=class_names, threads=threads)
