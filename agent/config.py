@@ -40,8 +40,10 @@ from .config_schema import (
     MASK,
     AgentConfig,
     CameraConfig,
+    CommandsConfig,
     CsiOptions,
     DeviceConfig,
+    HomeAssistantConfig,
     InferenceConfig,
     LoggingConfig,
     ModelConfig,
@@ -51,14 +53,16 @@ from .config_schema import (
     SnapshotConfig,
     SpoolConfig,
     TlsConfig,
+    TopicQosConfig,
     mask_url,
 )
 from .errors import ConfigError
 
 __all__ = [
-    "MASK", "AgentConfig", "CameraConfig", "CsiOptions", "DeviceConfig", "InferenceConfig",
-    "LoggingConfig", "ModelConfig", "MqttConfig", "RtspOptions", "ServiceConfig", "SnapshotConfig",
-    "SpoolConfig", "TlsConfig", "load", "load_text", "resolved_yaml",
+    "MASK", "AgentConfig", "CameraConfig", "CommandsConfig", "CsiOptions", "DeviceConfig",
+    "HomeAssistantConfig", "InferenceConfig", "LoggingConfig", "ModelConfig", "MqttConfig",
+    "RtspOptions", "ServiceConfig", "SnapshotConfig", "SpoolConfig", "TlsConfig", "TopicQosConfig",
+    "load", "load_text", "resolved_yaml",
 ]
 
 #: The pydantic model a file is validated against (AgentConfig, or e.g. a training recipe).

@@ -37,6 +37,8 @@ _URL_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)[^@/]*@")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
                "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def conflict(field: str, message: str) -> PydanticCustomError:
@@ -78,6 +80,16 @@ def parse_size(value: Any) -> Any:
     if not match:
         raise ValueError(f"cannot read {value!r} as a size; write bytes (1048576) or 100MB, 64MiB")
     return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
+
+
+def parse_duration(value: Any) -> Any:
+    """``"7d"`` -> 604800.0, ``"90m"`` -> 5400.0, ``"30s"`` -> 30.0; other values pass through."""
+    if not isinstance(value, str):
+        return value
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"cannot read {value!r} as a duration; write seconds (3600) or 30s, 90m, 12h, 7d")
+    return float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "").lower()]
 
 
 def mask_url(url: str) -> str:
@@ -142,6 +154,8 @@ class CameraConfig(_Model):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
+        if value == "cmd":  # {prefix}/{device}/cmd/# carries commands
+            raise ValueError("camera name 'cmd' is reserved for MQTT commands; choose another name")
         return _topic_level(value, "camera name")
 
     @field_validator("source", mode="before")
@@ -207,6 +221,10 @@ class ModelConfig(_Model):
     output_format: Optional[Literal[OUTPUT_FORMATS]] = None  # None: read from the model
     resize_mode: Optional[Literal[RESIZE_MODES]] = None  # None: read from the model
     precision: Literal["fp32", "fp16", "int8"] = "fp16"  # for engines built on the device
+    # Where detection-agent-engine.service (agent.deploy) builds the engine at ``path`` from when
+    # it is missing or stale; None: ``path`` with the suffix .onnx. Unused by the agent itself.
+    onnx_path: Optional[str] = None
+    calib_images: Optional[str] = None  # folder of INT8 calibration images for that build
     warmup_runs: int = Field(3, ge=0, le=1000)  # first runs are slow (CUDA init, autotuning)
     threads: Optional[int] = Field(None, ge=1, le=256)  # CPU backends; None: the runtime's default
 
@@ -255,6 +273,35 @@ class SnapshotConfig(_Model):
     jpeg_quality: int = Field(80, ge=1, le=100)
 
 
+class CommandsConfig(_Model):
+    enabled: bool = False  # subscribe to {prefix}/{device}/cmd/# and obey pause/resume/snapshot/set
+    max_payload: int = Field(4096, ge=64, le=1048576)  # bytes; larger command bodies are refused
+
+
+class HomeAssistantConfig(_Model):
+    enabled: bool = False  # publish MQTT discovery configs (retained) on every connect
+    discovery_prefix: str = "homeassistant"
+    # Classes that get an object-count sensor per camera; None: inference.classes, else all.
+    classes: Optional[List[str]] = Field(None, min_length=1)
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        for level in value.split("/"):
+            _topic_level(level, "discovery_prefix level")
+        return value
+
+
+class TopicQosConfig(_Model):
+    """QoS per topic class; None: the same as ``mqtt.qos``."""
+
+    detections: Optional[int] = Field(None, ge=0, le=2)
+    stats: Optional[int] = Field(None, ge=0, le=2)
+    status: Optional[int] = Field(None, ge=0, le=2)
+    snapshot: Optional[int] = Field(0, ge=0, le=2)  # JPEGs go stale fast: never spooled at 0
+    result: Optional[int] = Field(None, ge=0, le=2)  # command results
+
+
 class MqttConfig(_Model):
     enabled: bool = True  # false: no broker, detections are logged (bench, debugging)
     host: str = Field("127.0.0.1", min_length=1)
@@ -267,13 +314,19 @@ class MqttConfig(_Model):
     password_file: Optional[str] = None  # first line is the password (keeps it out of the config)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     topic_prefix: str = "detection-agent"
-    qos: int = Field(1, ge=0, le=2)
+    qos: int = Field(1, ge=0, le=2)  # detections, and every topic class topic_qos leaves at None
+    topic_qos: TopicQosConfig = Field(default_factory=TopicQosConfig)
     stats_interval: float = Field(10.0, gt=0, le=86400)  # seconds
     skip_empty: bool = False  # publish nothing for frames without detections
     max_rate: Optional[float] = Field(None, gt=0, le=1000)  # messages/s per camera; None: every frame
     reconnect_min: float = Field(1.0, gt=0, le=3600)  # seconds; backoff doubles up to max
     reconnect_max: float = Field(60.0, gt=0, le=3600)
-    commands_enabled: bool = False  # subscribe to {prefix}/{device}/cmd/#
+    connect_timeout: float = Field(10.0, gt=0, le=600)  # seconds from TCP connect to CONNACK
+    session_expiry: int = Field(86400, ge=0, le=4294967295)  # MQTT 5: seconds the broker keeps our session
+    inflight_max: int = Field(100, ge=1, le=65000)  # QoS>0 messages sent and not yet acknowledged
+    queue_size: int = Field(1000, ge=1, le=1000000)  # messages between the caller and the sender thread
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
 
     _as_text = field_validator("protocol", mode="before")(_number_to_str)
@@ -287,6 +340,19 @@ class MqttConfig(_Model):
         for level in value.split("/"):
             _topic_level(level, "topic_prefix level")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "commands_enabled" in data:
+            raise conflict("commands_enabled", "renamed: write 'commands: {enabled: true}' "
+                                               "(mqtt.commands.enabled)")
+        return data
+
+    def qos_for(self, topic_class: str) -> int:
+        """QoS of ``detections`` | ``stats`` | ``status`` | ``snapshot`` | ``result``."""
+        value = getattr(self.topic_qos, topic_class)
+        return self.qos if value is None else value
 
     @field_serializer("password", when_used="json")
     def _mask_password(self, value: Optional[SecretStr]) -> Optional[str]:
@@ -318,8 +384,12 @@ class SpoolConfig(_Model):
     path: str = Field("/var/lib/detection-agent/spool.db", min_length=1)
     max_bytes: int = Field(100 * 10**6, ge=4096)  # oldest messages go first when full
     max_messages: int = Field(100000, ge=1)
+    max_age: float = Field(7 * 86400.0, gt=0)  # seconds, or 30m, 12h, 7d; older messages are dropped
+    # Bound of the in-memory fallback while the disk spool is unusable (disk full, read-only).
+    memory_max_messages: int = Field(10000, ge=1)
 
     _size = field_validator("max_bytes", mode="before")(parse_size)
+    _duration = field_validator("max_age", mode="before")(parse_duration)
 
 
 class ServiceConfig(_Model):

@@ -68,8 +68,8 @@ def test_demo_yaml_loads() -> None:
     camera = cfg.cameras[0]
     assert camera.source == "demo-output/sample.mp4"
     assert camera.source_kind == "path" and camera.effective_realtime is False
-    assert cfg.model.backend == "opencv"
-    assert cfg.model.path == "../shared/models/yolov3-tiny-coco/yolov3-tiny.cfg"
+    assert cfg.model.backend == "auto"
+    assert cfg.model.path == "models/shapes-yolov3-tiny.onnx"
     assert cfg.spool.path.startswith("demo-output/")
     assert cfg.service.state_dir == "demo-output/state"
 
@@ -385,3 +385,38 @@ def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
         == cfg
     demo = load(CONFIGS / "demo.yaml", environ={})
     assert load(write(tmp_path, resolved_yaml(demo), "demo.yaml"), environ={}) == demo
+
+
+# -- MQTT publishing keys ------------------------------------------------------------------
+
+def test_mqtt_publishing_defaults(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, MINIMAL)
+    mq = cfg.mqtt
+    assert mq.commands.enabled is False and mq.commands.max_payload == 4096
+    assert mq.homeassistant.enabled is False and mq.homeassistant.discovery_prefix == "homeassistant"
+    assert [mq.qos_for(k) for k in ("detections", "stats", "status", "snapshot", "result")] == [1, 1, 1, 0, 1]
+    assert (mq.inflight_max, mq.queue_size, mq.session_expiry) == (100, 1000, 86400)
+    assert cfg.spool.max_age == 7 * 86400 and cfg.spool.memory_max_messages == 10000
+
+
+def test_mqtt_publishing_keys_and_durations(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, MINIMAL + "mqtt: {qos: 2, topic_qos: {stats: 0}}\nspool: {max_age: 12h}\n",
+                    overrides=["mqtt.commands.enabled=true", "mqtt.homeassistant.classes=[person]"])
+    assert cfg.mqtt.commands.enabled is True and cfg.mqtt.homeassistant.classes == ["person"]
+    assert [cfg.mqtt.qos_for(k) for k in ("detections", "stats", "result")] == [2, 0, 2]
+    assert cfg.spool.max_age == 12 * 3600
+
+
+def test_commands_enabled_was_renamed(tmp_path: Path) -> None:
+    assert problems(tmp_path, MINIMAL + "mqtt:\n  host: h\n  commands_enabled: true\n") == [
+        "cfg.yaml:8: mqtt.commands_enabled: renamed: write 'commands: {enabled: true}' "
+        "(mqtt.commands.enabled)"]
+
+
+def test_bad_duration_and_reserved_camera_name(tmp_path: Path) -> None:
+    text = MINIMAL.replace("name: front", "name: cmd") + "spool:\n  max_age: a week\n"
+    assert problems(tmp_path, text) == [
+        "cfg.yaml:2: cameras.0.name: camera name 'cmd' is reserved for MQTT commands; choose another name",
+        "cfg.yaml:7: spool.max_age: cannot read 'a week' as a duration; write seconds (3600) or 30s, 90m, "
+        "12h, 7d",
+    ]

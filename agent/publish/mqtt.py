@@ -1,0 +1,264 @@
+"""The MQTT publisher: detections, stats, status, snapshots and commands, losing nothing.
+
+API (the pipeline's publish thread calls it; every method is thread-safe)::
+
+    pub = MqttPublisher(config, model_name="yolov3-tiny", class_names=names)
+    pub.start()                                   # returns at once; connects in the background
+    pub.commands.register("pause", callback)      # when mqtt.commands.enabled (see commands.py)
+    pub.set_stats_provider(lambda: {"cameras": {...}})   # merged into every stats message
+    pub.publish_detections(camera, frame_index, capture_ts, width, height, detections, latency_ms)
+    pub.publish_snapshot(camera, jpeg_bytes)      # see payloads.snapshot_jpeg
+    pub.publish_stats(extra)                      # now; also every mqtt.stats_interval by itself
+    pub.counters()                                # sent, acked, spooled, replayed, dropped, ...
+    pub.wait_for(lambda c: c["connected"], 10)    # wait for a condition on the counters
+    pub.stop(timeout=5.0)                         # offline (retained), disconnect, spool kept
+
+``publish_*`` never wait for the network: they encode the message and put it on a bounded
+queue (``mqtt.queue_size``). If that queue stays full for 50 ms (the disk cannot keep up)
+the message is dropped and counted, and a detections message's ``seq`` is used anyway so
+consumers see the gap. They return whether the message was accepted (False also for
+frames that ``skip_empty`` / ``max_rate`` skip, and after ``stop``).
+
+``seq`` is per camera topic, +1 per published message; ``run`` is new at each start;
+``skipped`` says how many frames were skipped since the previous message (payloads.py).
+
+Delivery (sender.py, spool.py, connection.py): every QoS 1/2 message is kept in the spool
+(SQLite, WAL, in the state directory) until the broker's PUBACK; after a reconnect, or a
+restart of the agent, unacknowledged messages are resent in order before new ones;
+duplicates are possible and visible through ``seq``.
+
+``counters()`` keys: ``sent``, ``acked``, ``spooled``, ``replayed``, ``dropped`` (and
+``dropped_by`` reason), ``reconnects``, ``connects``, ``attempts`` (failed since the last
+success), ``connected``, ``state``, ``last_error``, ``backlog``, ``inflight``, ``queue``,
+``spool`` (disk | memory), ``commands`` (handled, failed, subscribed). docs/mqtt.md has
+the topic contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+import paho.mqtt.client as paho
+
+from ..config_schema import AgentConfig
+from ..types import Detections
+from . import connection, homeassistant
+from .commands import Commands, request_id
+from .payloads import FrameGate, Topics, detections_payload, encode, new_run_id, result_payload, stats_payload
+from .sender import PUT_TIMEOUT, Hooks, Sender, wire_qos
+from .spool import Message
+
+log = logging.getLogger(__name__)
+
+
+class MqttPublisher:
+    """Publishes one agent's messages to one broker; see the module docstring for the API."""
+
+    def __init__(self, config: AgentConfig, model_name: str, class_names: Sequence[str]) -> None:
+        self.config = config
+        self.mq = config.mqtt
+        self.model_name = model_name
+        self.class_names = list(class_names)
+        self.topics = Topics(config.topic_root)
+        self.run = new_run_id()
+        self.started = time.time()
+        self.commands = Commands([c.name for c in config.enabled_cameras], self.class_names,
+                                 self.mq.commands.max_payload)
+        classes = ("detections", "stats", "status", "snapshot", "result")
+        self._qos = {name: wire_qos(self.mq, name) for name in classes}
+        downgraded = [name for name in classes if self.mq.qos_for(name) == 2]
+        if downgraded:
+            log.warning("QoS 2 (%s) is sent as QoS 1: delivery stays at least once with the spool, "
+                        "duplicates are marked by seq (see docs/mqtt.md)", ", ".join(downgraded))
+        hooks = Hooks(connected=self._on_connected, message=self._on_message, tick=self._on_tick)
+        self._sender = Sender(self.mq, config.spool, self.topics.status, hooks)
+        self._pub_lock = threading.Lock()  # seq order = queue order
+        self._gates: Dict[str, FrameGate] = {}
+        self._seq: Dict[str, int] = {}
+        self._stats_provider: Optional[Callable[[], Mapping[str, Any]]] = None
+        self._next_stats = 0.0
+        self._cmd_queue: queue.Queue = queue.Queue(maxsize=16)  # of (name, payload, retained, props)
+        self._cmd_thread: Optional[threading.Thread] = None
+        self._started = False
+
+    # -- public API --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Resolve credentials and TLS, open the spool, start the threads.
+
+        Raises ``PublishError`` for what the user must fix (unreadable password file, bad TLS
+        files). A broker that cannot be reached is no error: it is retried with backoff.
+        """
+        if self._started:
+            return
+        endpoint = connection.Endpoint.from_config(self.config)
+        self._next_stats = time.monotonic() + self.mq.stats_interval
+        self._sender.start(endpoint)
+        self._started = True
+        log.info("MQTT publisher for %s (client id %s, run %s), spool %s", endpoint.url, endpoint.client_id,
+                 self.run, self._sender.spool.mode)
+        if self.mq.commands.enabled:
+            self._cmd_thread = threading.Thread(target=self._command_loop, name="mqtt-commands", daemon=True)
+            self._cmd_thread.start()
+
+    def publish_detections(self, camera: str, frame_index: int, capture_ts: float, width: int, height: int,
+                           detections: Detections, latency_ms: Mapping[str, float]) -> bool:
+        """Queue the detections message of one processed frame; False if skipped or dropped."""
+        if not self._started or self._sender.stopping.is_set():
+            return False
+        now = time.monotonic()
+        with self._pub_lock:
+            gate = self._gates.get(camera)
+            if gate is None:
+                gate = self._gates[camera] = FrameGate(self.mq.skip_empty, self.mq.max_rate)
+            if not gate.admit(len(detections), now):
+                return False
+            seq = self._seq.get(camera, 0) + 1
+            self._seq[camera] = seq  # used even if the message is dropped, so consumers see the loss
+            payload = detections_payload(
+                device=self.config.device.id, camera=camera, run=self.run, seq=seq, frame=frame_index,
+                skipped=gate.take_skipped(), ts=capture_ts, width=width, height=height, model=self.model_name,
+                latency_ms=latency_ms, detections=detections, names=self.class_names)
+            try:
+                data = encode(payload)
+            except ValueError as exc:  # NaN or infinity from a broken model: not JSON
+                self._sender.drop("invalid", f"frame {frame_index} of {camera} cannot be encoded: {exc}")
+                return False
+            return self._sender.submit(Message(self.topics.detections(camera), data, self._qos["detections"]))
+
+    def publish_snapshot(self, camera: str, jpeg: bytes) -> bool:
+        """Queue a JPEG for ``{camera}/snapshot`` (QoS ``topic_qos.snapshot``, 0 by default)."""
+        return self._sender.submit(Message(self.topics.snapshot(camera), bytes(jpeg), self._qos["snapshot"]))
+
+    def publish_stats(self, extra: Optional[Mapping[str, Any]] = None) -> bool:
+        """Queue a retained stats message now: ``extra`` merged with the publisher's counters.
+
+        Only the newest stats message waits in the spool; older unsent ones are replaced.
+        """
+        payload = stats_payload(device=self.config.device.id, run=self.run, started=self.started,
+                                mqtt=self.counters(), extra=extra)
+        return self._sender.submit(Message(self.topics.stats, encode(payload), self._qos["stats"],
+                                           retain=True, key="stats"))
+
+    def set_stats_provider(self, provider: Optional[Callable[[], Mapping[str, Any]]]) -> None:
+        """``provider()`` (called on the sender thread) adds its keys to each periodic stats message."""
+        self._stats_provider = provider
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful CONNACK and the loss of that connection."""
+        return self._sender.state == "up"
+
+    def counters(self) -> Dict[str, Any]:
+        """The publisher's counters (module docstring), for stats and tests."""
+        out = self._sender.counters()
+        out["commands"] = {"handled": self.commands.handled, "failed": self.commands.failed,
+                           "subscribed": self._sender.subscribed}
+        return out
+
+    def wait_for(self, predicate: Callable[[Dict[str, Any]], bool], timeout: float) -> bool:
+        """Wait until ``predicate(counters())`` holds (checked after each sender step)."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.counters()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._sender.wait_progress(min(remaining, 0.1))
+        return True
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Publish ``offline`` (retained), disconnect, keep what is unacknowledged in the spool.
+
+        Returns within ``timeout`` seconds; True if everything shut down cleanly.
+        """
+        deadline = time.monotonic() + max(0.1, timeout)
+        if not self._started:
+            return True
+        clean = self._sender.stop(deadline)
+        if self._cmd_thread is not None:
+            self._cmd_thread.join(max(0.0, deadline - time.monotonic()))
+            clean = clean and not self._cmd_thread.is_alive()
+        if not clean:
+            log.warning("MQTT publisher did not stop within %.1f s; abandoning its threads", timeout)
+        return clean
+
+    # -- sender hooks (sender thread, except message) ------------------------------------------
+
+    def _on_connected(self, client: paho.Client) -> None:
+        if self.mq.homeassistant.enabled:
+            names = homeassistant.chosen_classes(self.mq.homeassistant.classes, self.config.inference.classes,
+                                                 self.class_names)
+            for topic, payload in homeassistant.discovery_messages(
+                    discovery_prefix=self.mq.homeassistant.discovery_prefix, topics=self.topics,
+                    device_id=self.config.device.id, cameras=[c.name for c in self.config.enabled_cameras],
+                    classes=names, model=self.model_name, version=_version(),
+                    location=self.config.device.location):
+                client.publish(topic, payload, 1, retain=True)
+        if self.mq.commands.enabled:
+            if self.mq.protocol == "5":  # no_local: our own answers on cmd/result do not come back
+                client.subscribe(self.topics.cmd_filter, options=paho.SubscribeOptions(qos=1, noLocal=True))
+            else:
+                client.subscribe(self.topics.cmd_filter, qos=1)
+
+    def _on_tick(self) -> None:
+        now = time.monotonic()
+        if now < self._next_stats:
+            return
+        self._next_stats = now + self.mq.stats_interval
+        extra: Optional[Mapping[str, Any]] = None
+        provider = self._stats_provider
+        if provider is not None:
+            try:
+                extra = provider()
+            except Exception:
+                log.exception("stats provider failed; publishing the publisher's own counters only")
+        self.publish_stats(extra)
+
+    def _on_message(self, message: Any) -> None:
+        # paho's network thread: hand over and return at once.
+        if not message.topic.startswith(self.topics.cmd_prefix) or message.topic == self.topics.cmd_result:
+            return
+        name = message.topic[len(self.topics.cmd_prefix):]
+        item = (name, bytes(message.payload), bool(message.retain), getattr(message, "properties", None))
+        try:
+            self._cmd_queue.put(item, timeout=PUT_TIMEOUT)
+        except queue.Full:
+            self._answer(name, item[1], item[3], {"ok": False, "error": "busy: too many commands at once"})
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def _command_loop(self) -> None:
+        while not self._sender.stopping.is_set():
+            try:
+                name, payload, retained, props = self._cmd_queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self._answer(name, payload, props, self.commands.handle(name, payload, retained))
+
+    def _answer(self, name: str, payload: bytes, props: Any, outcome: Dict[str, Any]) -> None:
+        body = result_payload(device=self.config.device.id, command=name[:64], ok=outcome["ok"],
+                              request_id=request_id(payload, self.mq.commands.max_payload),
+                              result=outcome.get("result"), error=outcome.get("error"))
+        topic = self.topics.cmd_result
+        response = getattr(props, "ResponseTopic", None)
+        if isinstance(response, str) and response and not set(response) & {"+", "#", "\x00"}:
+            topic = response  # MQTT 5 request/response
+        correlation = getattr(props, "CorrelationData", None)
+        extra = {"correlation_data": bytes(correlation).hex()} if correlation else None
+        self._sender.submit(Message(topic, encode(body), self._qos["result"], props=extra))
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("detection-agent")
+    except Exception:
+        return "unknown"
+
+
+__all__ = ["MqttPublisher"]

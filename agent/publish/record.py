@@ -1,0 +1,255 @@
+"""``detection-agent record``: subscribe to detection topics and save the messages as JSON lines.
+
+Each line of the output is exactly one message's payload (the agent's payloads are
+one-line JSON), written and flushed as it arrives, so an interrupted recording leaves
+only whole lines. ``eval`` reads such a file as predictions (agent/evaluate/recordings.py).
+
+At the end the command reports, per ``(device, camera, run)``, the ``seq`` range seen,
+the messages missing inside it and the duplicates (docs/mqtt.md explains the rule).
+With ``--client-id`` the subscription is a persistent session: messages published while
+the recorder is away are delivered when it comes back.
+
+Only the standard library is imported at module level; paho when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence, Set, TextIO, Tuple
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPIC = "detection-agent/+/+/detections"
+
+StreamKey = Tuple[str, str, str]  # (device, camera, run)
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``record`` on the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "record", help="save detection messages from a broker as JSON lines (for eval)",
+        description="Subscribe to detection topics and write each message's payload as one line, "
+                    "flushed as it arrives; at the end, report seq gaps and duplicates per "
+                    "(device, camera, run). `eval` reads the file as predictions.")
+    p.add_argument("--broker", required=True, metavar="HOST:PORT", help="broker address, e.g. 127.0.0.1:1883")
+    p.add_argument("--topic", action="append", metavar="FILTER",
+                   help=f"topic filter, repeatable (default {DEFAULT_TOPIC})")
+    p.add_argument("--out", required=True, metavar="FILE.jsonl", help="output file, one message per line")
+    p.add_argument("--append", action="store_true", help="append to FILE instead of replacing it")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N messages")
+    p.add_argument("--qos", type=int, choices=[0, 1, 2], default=1, help="subscription QoS (default 1)")
+    p.add_argument("--client-id", help="use a persistent session under this client id")
+    p.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1", help="MQTT version (default 3.1.1)")
+    p.add_argument("--username", help="user name; the password comes from $MQTT_PASSWORD or --password-file")
+    p.add_argument("--password-file", metavar="FILE", help="file whose first line is the password")
+    p.add_argument("--ca-file", metavar="PEM",
+                   help="CA certificate: connect with TLS, checking the host name")
+    p.add_argument("--cert-file", metavar="PEM", help="client certificate (with --key-file)")
+    p.add_argument("--key-file", metavar="PEM", help="client certificate's private key")
+    p.add_argument("--tls", action="store_true", help="TLS with the system's CA certificates")
+    p.set_defaults(handler=run_record)
+
+
+def parse_broker(text: str) -> Tuple[str, int]:
+    """``host:port`` (``[::1]:1883`` for IPv6; the port defaults to 1883)."""
+    from ..errors import BadInputError
+
+    host, port = text, "1883"
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise BadInputError(f"--broker {text!r}: expected [IPV6]:PORT")
+        host, rest = text[1:end], text[end + 1:]
+        if rest:
+            port = rest.lstrip(":")
+    elif ":" in text:
+        host, port = text.rsplit(":", 1)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInputError(f"--broker {text!r}: expected HOST:PORT, e.g. 127.0.0.1:1883")
+    return host, int(port)
+
+
+class SeqTracker:
+    """Gaps and duplicates of ``seq`` per ``(device, camera, run)``."""
+
+    def __init__(self) -> None:
+        self.seen: Dict[StreamKey, Set[int]] = {}
+        self.received: Dict[StreamKey, int] = {}
+
+    def add(self, message: Dict[str, Any]) -> None:
+        seq = message.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return
+        key = (str(message.get("device", "")), str(message.get("camera", "")), str(message.get("run", "")))
+        self.seen.setdefault(key, set()).add(seq)
+        self.received[key] = self.received.get(key, 0) + 1
+
+    def summary(self) -> List[Dict[str, Any]]:
+        """One dict per stream: first, last, received, unique, missing (count and ranges), duplicates."""
+        out = []
+        for key in sorted(self.seen):
+            seqs = self.seen[key]
+            first, last = min(seqs), max(seqs)
+            missing = _ranges(sorted(set(range(first, last + 1)) - seqs))
+            out.append({"device": key[0], "camera": key[1], "run": key[2], "first": first, "last": last,
+                        "received": self.received[key], "unique": len(seqs),
+                        "missing": sum(b - a + 1 for a, b in missing), "missing_ranges": missing,
+                        "duplicates": self.received[key] - len(seqs)})
+        return out
+
+    def report_lines(self) -> List[str]:
+        lines = []
+        for s in self.summary():
+            line = (f"{s['device']}/{s['camera']} run {s['run']}: seq {s['first']}..{s['last']}, "
+                    f"{s['received']} received, {s['missing']} missing, {s['duplicates']} duplicate(s)")
+            if s["missing"]:
+                shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s["missing_ranges"][:10])
+                more = " ..." if len(s["missing_ranges"]) > 10 else ""
+                line += f"; missing seq: {shown}{more}"
+            if s["first"] > 1:
+                line += f" (recording began after seq 1: {s['first'] - 1} earlier message(s) not recorded)"
+            lines.append(line)
+        return lines
+
+
+def _ranges(values: Sequence[int]) -> List[Tuple[int, int]]:
+    out: List[Tuple[int, int]] = []
+    for v in values:
+        if out and v == out[-1][1] + 1:
+            out[-1] = (out[-1][0], v)
+        else:
+            out.append((v, v))
+    return out
+
+
+class Recorder:
+    """Writes payloads as lines and tracks sequences; fed from paho's network thread."""
+
+    def __init__(self, out: TextIO, count: Optional[int]) -> None:
+        self.out = out
+        self.limit = count
+        self.tracker = SeqTracker()
+        self.recorded = 0
+        self.skipped = 0
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+
+    def feed(self, payload: bytes) -> None:
+        try:
+            text = payload.decode("utf-8")
+            message = json.loads(text)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            message = None
+        with self._lock:
+            if self.done.is_set():
+                return
+            if not isinstance(message, dict):
+                self.skipped += 1  # snapshots and other non-JSON payloads are not predictions
+                return
+            if "\n" in text:  # keep one message per line whatever the sender did
+                text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+            self.out.write(text + "\n")
+            self.out.flush()
+            self.recorded += 1
+            self.tracker.add(message)
+            if self.limit is not None and self.recorded >= self.limit:
+                self.done.set()
+
+
+def run_record(args: argparse.Namespace) -> int:
+    import ssl
+
+    import paho.mqtt.client as paho
+
+    from ..errors import AgentError, BadInputError
+
+    host, port = parse_broker(args.broker)
+    topics = args.topic or [DEFAULT_TOPIC]
+    if args.count is not None and args.count < 1:
+        raise BadInputError("--count must be at least 1")
+    password = os.environ.get("MQTT_PASSWORD") or None
+    if args.password_file:
+        try:
+            with open(args.password_file, encoding="utf-8") as handle:
+                password = handle.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise BadInputError(f"--password-file {args.password_file}: {exc.strerror or exc}") from None
+    v5 = args.protocol == "5"
+    kwargs: Dict[str, Any] = {"callback_api_version": paho.CallbackAPIVersion.VERSION2,
+                              "client_id": args.client_id or "",
+                              "protocol": paho.MQTTv5 if v5 else paho.MQTTv311}
+    if not v5:
+        kwargs["clean_session"] = args.client_id is None
+    client = paho.Client(**kwargs)
+    client.reconnect_delay_set(0.5, 10)
+    if args.username:
+        client.username_pw_set(args.username, password)
+    if args.ca_file or args.tls or args.cert_file:
+        ctx = ssl.create_default_context(cafile=args.ca_file)
+        try:
+            if args.cert_file:
+                ctx.load_cert_chain(args.cert_file, args.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise BadInputError(f"--cert-file/--key-file: {exc}") from None
+        client.tls_set_context(ctx)
+
+    mode = "a" if args.append else "w"
+    try:
+        out = open(args.out, mode, encoding="utf-8")  # noqa: SIM115 (closed in finally)
+    except OSError as exc:
+        raise BadInputError(f"--out {args.out}: {exc.strerror or exc}") from None
+    recorder = Recorder(out, args.count)
+    state = {"connected": False, "error": None}
+
+    def on_connect(c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            state["error"] = f"{host}:{port} refused the connection: {rc}"
+            log.error("%s", state["error"])
+            return
+        state["connected"] = True
+        for topic in topics:
+            c.subscribe(topic, args.qos)
+        print(f"record: connected to {host}:{port}, subscribed to {', '.join(topics)}", file=sys.stderr)
+
+    client.on_connect = on_connect
+    client.on_message = lambda c, u, m: recorder.feed(bytes(m.payload))
+    client.on_connect_fail = lambda c, u: log.warning("cannot connect to %s:%d; retrying", host, port)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *a: recorder.done.set())
+    started = time.monotonic()
+    try:
+        client.connect_async(host, port, 30)
+        client.loop_start()
+        while not recorder.done.is_set():
+            if args.duration is not None and time.monotonic() - started >= args.duration:
+                break
+            recorder.done.wait(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        recorder.done.set()
+        client.disconnect()
+        client.loop_stop()
+        out.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print(f"record: {recorder.recorded} message(s) -> {args.out}"
+          + (f" ({recorder.skipped} non-JSON payload(s) skipped)" if recorder.skipped else ""))
+    for line in recorder.tracker.report_lines():
+        print(line)
+    if not state["connected"] and recorder.recorded == 0:
+        raise AgentError(state["error"] or f"never connected to {host}:{port}")
+    return 0
+
+
+__all__ = ["DEFAULT_TOPIC", "Recorder", "SeqTracker", "add_parser", "parse_broker", "run_record"]

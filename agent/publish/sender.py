@@ -1,0 +1,423 @@
+"""The sender thread: bounded queue -> spool -> in-flight window -> broker, and back on PUBACK.
+
+One thread owns the spool and the paho client of the current connection; paho's network
+thread only reports (CONNACK, PUBACK, SUBACK, disconnects) into an event list and wakes
+the sender. So nothing is shared but that list, the bounded queue and the counters.
+
+- Every QoS 1/2 message is appended to the spool, then sent from it in id order through a
+  window of ``mqtt.inflight_max`` unacknowledged messages; its PUBACK deletes it.
+- A new connection starts the cursor at 0: every message still in the spool (sent and
+  unacknowledged, or waiting) goes out again in order before anything newer.
+- QoS 0 messages are sent when connected, dropped (and counted) otherwise.
+- Connected means a successful CONNACK of the current client, nothing less; on connect the
+  retained ``online`` goes out and ``hooks.connected(client)`` runs (subscriptions,
+  discovery). See connection.py for the one-client-per-connection loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+import paho.mqtt.client as paho
+
+from ..config_schema import MqttConfig, SpoolConfig
+from . import connection
+from .payloads import STATUS_OFFLINE, STATUS_ONLINE
+from .spool import Message, spool_from_config
+
+log = logging.getLogger(__name__)
+
+_TICK = 0.1  # seconds the sender sleeps when nothing happens
+_BATCH = 256  # messages per spool transaction
+PUT_TIMEOUT = 0.05  # seconds a caller may wait for room in a full queue
+
+
+def wire_qos(mq: MqttConfig, topic_class: str) -> int:
+    """The QoS actually used for a topic class: 2 is sent as 1.
+
+    Each connection is a fresh client whose packet ids start again, and a broker keeps the
+    ids of unfinished QoS 2 exchanges in the session: a new message reusing such an id would
+    be taken for the old one and dropped. At-least-once with the spool, duplicates marked by
+    ``seq``, loses nothing; exactly-once would need packet ids that survive reconnects.
+    """
+    return min(1, mq.qos_for(topic_class))
+
+
+class Hooks:
+    """What the owner does at the sender's moments: ``connected(client)`` after CONNACK and the
+    ``online`` status, ``tick()`` once per sender step (both on the sender thread), and
+    ``message(msg)`` for an incoming PUBLISH (on paho's network thread: return at once)."""
+
+    def __init__(self, connected: Callable[[paho.Client], None], message: Callable[[Any], None],
+                 tick: Callable[[], None]) -> None:
+        self.connected = connected
+        self.message = message
+        self.tick = tick
+
+
+class Sender:
+    """Moves messages to the broker without losing them; see the module docstring."""
+
+    def __init__(self, mq: MqttConfig, spool_cfg: SpoolConfig, status_topic: str, hooks: Hooks) -> None:
+        self.mq = mq
+        self.spool_cfg = spool_cfg
+        self.status_topic = status_topic
+        self.status_qos = wire_qos(mq, "status")
+        self.hooks = hooks
+        self.queue: queue.Queue = queue.Queue(maxsize=mq.queue_size)  # of Message
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()  # events and counters
+        self._progress = threading.Condition(self._lock)
+        self._events: Deque[Tuple[Any, ...]] = collections.deque()
+        self._count: Dict[str, int] = collections.defaultdict(int)
+        self._dropped: Dict[str, int] = collections.defaultdict(int)
+        self._last_error: Optional[str] = None
+        self.state = "down"  # down | connecting | up
+        self.subscribed = False
+        # Sender-thread state.
+        self.endpoint: Optional[connection.Endpoint] = None
+        self.spool: Any = None
+        self.client: Optional[paho.Client] = None
+        self.attempt = 0
+        self._gen = 0
+        self._next_attempt = 0.0
+        self._connect_started = 0.0
+        self._inflight: Dict[int, Message] = {}
+        self._cursor = 0
+        self._replay_upto = 0
+        self._status_mid: Optional[int] = None
+        self._status_acked = False
+        self._deadline = 0.0
+        self._thread: Optional[threading.Thread] = None
+        self._teardowns: List[threading.Thread] = []
+        self._last_fail_log: Tuple[float, str] = (0.0, "")
+
+    # -- called from other threads ---------------------------------------------------------------
+
+    def start(self, endpoint: connection.Endpoint) -> None:
+        self.endpoint = endpoint
+        self.spool = spool_from_config(self.spool_cfg)
+        self._replay_upto = self.spool.last_id() if len(self.spool) else 0  # an earlier run's backlog
+        self._thread = threading.Thread(target=self._run, name="mqtt-sender", daemon=True)
+        self._thread.start()
+
+    def submit(self, msg: Message) -> bool:
+        """Queue a message; False (and counted) when the queue stays full or we are stopping."""
+        if self.stopping.is_set() or self.spool is None:
+            return False
+        try:
+            self.queue.put(msg, timeout=PUT_TIMEOUT)
+        except queue.Full:
+            self.drop("queue_full", f"publish queue full ({self.mq.queue_size}); the spool cannot keep up")
+            return False
+        self.wake.set()
+        return True
+
+    def drop(self, reason: str, why: str, count: int = 1) -> None:
+        with self._lock:
+            first = self._dropped[reason] == 0
+            self._dropped[reason] += count
+            total = self._dropped[reason]
+        if first or total % 1000 == 0:
+            log.warning("dropped %d message(s) so far (%s): %s", total, reason, why)
+
+    def counters(self) -> Dict[str, Any]:
+        with self._lock:
+            out: Dict[str, Any] = {key: self._count[key] for key in
+                                   ("sent", "acked", "spooled", "replayed", "reconnects", "connects")}
+            dropped = dict(self._dropped)
+            out["attempts"] = self.attempt
+            out["connected"] = self.state == "up"
+            out["state"] = self.state
+            out["last_error"] = self._last_error
+        spool = self.spool
+        if spool is not None:  # copy first: the sender thread may add a reason meanwhile
+            dropped.update({f"spool_{k}": v for k, v in spool.dropped.copy().items()})
+        out["dropped"] = sum(dropped.values())
+        out["dropped_by"] = dropped
+        out["backlog"] = len(spool) if spool is not None else 0
+        out["inflight"] = len(self._inflight)
+        out["queue"] = self.queue.qsize()
+        out["spool"] = spool.mode if spool is not None else "closed"
+        return out
+
+    def wait_progress(self, timeout: float) -> None:
+        with self._progress:
+            self._progress.wait(timeout)
+
+    def stop(self, deadline: float) -> bool:
+        """Ask the thread to finish by ``deadline`` (monotonic); True if it did.
+
+        Closing old clients (paho may sit in a TCP connect) is waited for only while time is
+        left; those threads are daemons and hold nothing of ours.
+        """
+        self._deadline = deadline
+        self.stopping.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        for thread in list(self._teardowns):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return self._thread is None or not self._thread.is_alive()
+
+    # -- the thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_trim = time.monotonic() + 10.0
+        while not self.stopping.is_set():
+            self.wake.wait(_TICK)
+            self.wake.clear()
+            try:
+                self._drain_queue()
+                self._handle_events()
+                self._maintain_connection()
+                self._send_window()
+                if time.monotonic() >= next_trim:
+                    self.spool.trim(self._cursor, check_age=True)
+                    next_trim = time.monotonic() + 10.0
+                self.hooks.tick()
+            except Exception:  # never let the sender die: log, pause a moment, go on
+                log.exception("MQTT sender step failed; continuing")
+                self.stopping.wait(0.5)
+            with self._progress:
+                self._progress.notify_all()
+        self._shutdown()
+
+    def _drain_queue(self, limit: int = 100 * _BATCH) -> None:
+        batch: List[Message] = []
+        while len(batch) < limit:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        stored = [m for m in batch if m.qos > 0]
+        for msg in batch:
+            if msg.qos == 0:  # not worth keeping: send if we can, else drop
+                if self.state == "up" and self.client is not None:
+                    self.client.publish(msg.topic, msg.payload, 0, msg.retain)
+                    self._bump("sent")
+                else:
+                    self.drop("qos0_offline", "QoS 0 messages are not kept while the broker is away")
+        if not stored:
+            return
+        waiting = len(self.spool) - len(self._inflight)
+        must_wait = (self.state != "up" or waiting > 0
+                     or len(self._inflight) + len(stored) > self.mq.inflight_max)
+        if must_wait:  # counted first: whoever sees them in the backlog sees them counted
+            self._bump("spooled", len(stored))
+        for start in range(0, len(stored), _BATCH):
+            self.spool.add(stored[start:start + _BATCH], inflight_above=self._cursor)
+        if must_wait:
+            self._replay_upto = max(self._replay_upto, max(m.id for m in stored))
+
+    def _handle_events(self) -> None:
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+        acked: List[Message] = []
+        for event in events:
+            kind, gen = event[0], event[1]
+            if gen != self._gen:
+                continue  # from a client already thrown away
+            if kind == "puback":
+                mid, reason = event[2], event[3]
+                msg = self._inflight.pop(mid, None)
+                if msg is None:
+                    self._status_acked = self._status_acked or mid == self._status_mid
+                    continue
+                if getattr(reason, "is_failure", False):
+                    self.drop("refused", f"the broker refused a message on {msg.topic}: {reason}")
+                else:
+                    self._bump("acked")
+                acked.append(msg)
+            elif kind == "suback":
+                self.subscribed = not any(getattr(code, "is_failure", False) for code in event[2])
+                if not self.subscribed:
+                    log.error("the broker refused a subscription (%s): commands will not arrive; check the "
+                              "broker's ACL", event[2])
+            elif kind == "connack":
+                self._on_connack(event[2], event[3])
+            else:  # disconnect, fail
+                self._on_down(event[2])
+        if acked:
+            self.spool.remove(acked)
+
+    def _maintain_connection(self) -> None:
+        now = time.monotonic()
+        if self.state == "down" and now >= self._next_attempt and not self.stopping.is_set():
+            self._connect()
+        elif self.state == "connecting" and now - self._connect_started > self.mq.connect_timeout:
+            self._on_down(f"no CONNACK from {self._url} within {self.mq.connect_timeout:g} s")
+
+    def _send_window(self) -> None:
+        client = self.client
+        while self.state == "up" and client is not None:
+            room = self.mq.inflight_max - len(self._inflight)
+            batch = self.spool.after(self._cursor, min(room, _BATCH)) if room > 0 else []
+            if not batch:
+                return
+            for msg in batch:
+                try:
+                    info = client.publish(msg.topic, msg.payload, msg.qos, msg.retain,
+                                          properties=connection.publish_properties(msg.props))
+                except ValueError as exc:  # e.g. a topic paho refuses: it can never be sent
+                    log.error("cannot publish on %r: %s; message dropped", msg.topic, exc)
+                    self.spool.remove([msg])
+                    self.drop("invalid", str(exc))
+                    continue
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    return  # the connection just went; its event follows, the spool keeps the message
+                self._inflight[info.mid] = msg
+                self._cursor = msg.id
+                self._bump("sent")
+                if msg.id <= self._replay_upto:
+                    self._bump("replayed")
+
+    # -- connection state ------------------------------------------------------------------------
+
+    @property
+    def _url(self) -> str:
+        return self.endpoint.url if self.endpoint else "the broker"
+
+    def _connect(self) -> None:
+        endpoint = self.endpoint
+        assert endpoint is not None
+        self._gen += 1
+        gen = self._gen
+        client = connection.new_client(endpoint, will_topic=self.status_topic, will_qos=self.status_qos,
+                                       inflight_max=self.mq.inflight_max)
+        client.on_connect = lambda c, u, flags, rc, props: self._event("connack", gen, rc, flags)
+        client.on_connect_fail = lambda c, u: self._event("fail", gen,
+                                                          connection.describe_failure(c, endpoint))
+        client.on_disconnect = lambda c, u, flags, rc, props: self._event("disconnect", gen,
+                                                                          f"disconnected: {rc}")
+        client.on_publish = lambda c, u, mid, rc, props: self._event("puback", gen, mid, rc)
+        client.on_subscribe = lambda c, u, mid, codes, props: self._event("suback", gen, codes)
+        client.on_message = lambda c, u, message: self.hooks.message(message)
+        self.client = client
+        self._set_state("connecting")
+        self._connect_started = time.monotonic()
+        try:
+            connection.connect_async(client, endpoint)
+        except (OSError, ValueError) as exc:
+            self._on_down(f"cannot start connecting to {endpoint.url}: {endpoint.mask(str(exc))}")
+
+    def _event(self, *event: Any) -> None:
+        with self._lock:
+            self._events.append(event)
+        self.wake.set()
+
+    def _on_connack(self, reason: Any, flags: Any) -> None:
+        assert self.endpoint is not None and self.client is not None
+        if getattr(reason, "is_failure", False):
+            self._on_down(connection.describe_refusal(reason, self.endpoint), refused=True)
+            return
+        with self._lock:
+            self.state = "up"
+            if self._count["connects"]:
+                self._count["reconnects"] += 1
+            self._count["connects"] += 1
+            self._last_error = None
+        self.attempt = 0
+        self._cursor = 0  # resend everything not yet acknowledged, oldest first
+        log.info("connected to %s as %s (session present: %s); %d message(s) waiting", self.endpoint.url,
+                 self.endpoint.client_id, bool(getattr(flags, "session_present", False)), len(self.spool))
+        info = self.client.publish(self.status_topic, STATUS_ONLINE, self.status_qos, retain=True)
+        self._status_mid, self._status_acked = info.mid, False
+        self.hooks.connected(self.client)
+
+    def _on_down(self, reason: str, refused: bool = False) -> None:
+        was_up = self.state == "up"
+        client, self.client = self.client, None
+        self._gen += 1  # ignore whatever that client still reports
+        self._set_state("down", reason)
+        self._inflight.clear()
+        self.subscribed = False
+        self._replay_upto = max(self._replay_upto, self._cursor)
+        self._cursor = 0
+        if client is not None:
+            self._teardown(client)
+        delay = connection.backoff_delay(self.attempt, self.mq.reconnect_min, self.mq.reconnect_max)
+        self.attempt += 1
+        now = time.monotonic()
+        self._next_attempt = now + delay
+        last_time, last_reason = self._last_fail_log
+        if was_up:
+            log.warning("lost the connection to %s (%s); %d message(s) not acknowledged yet will be sent "
+                        "again; reconnecting in %.1f s", self._url, reason, len(self.spool), delay)
+        elif reason != last_reason or now - last_time > 60.0:
+            (log.error if refused else log.warning)("%s; retrying in %.1f s (attempt %d)", reason, delay,
+                                                      self.attempt)
+            self._last_fail_log = (now, reason)
+        else:
+            log.debug("%s; retrying in %.1f s (attempt %d)", reason, delay, self.attempt)
+
+    def _teardown(self, client: paho.Client) -> None:
+        # loop_stop joins paho's thread, which may sit in a TCP connect: not on this thread.
+        thread = threading.Thread(target=_close_client, args=(client,), name="mqtt-teardown", daemon=True)
+        thread.start()
+        self._teardowns = [t for t in self._teardowns if t.is_alive()] + [thread]
+
+    def _set_state(self, state: str, error: Optional[str] = None) -> None:
+        with self._lock:
+            self.state = state
+            if error is not None:
+                self._last_error = error
+
+    def _bump(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._count[name] += n
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        deadline = self._deadline or time.monotonic() + 5.0
+        try:
+            self._drain_queue(limit=self.mq.queue_size + 1)
+            self._handle_events()
+            client = self.client
+            if self.state == "up" and client is not None:
+                # A moment for PUBACKs already on their way: fewer duplicates after a restart.
+                self._wait_events(lambda: not self._inflight, deadline, share=0.3)
+                info = client.publish(self.status_topic, STATUS_OFFLINE, self.status_qos, retain=True)
+                self._status_mid, self._status_acked = info.mid, False
+                self._wait_events(lambda: self._status_acked or self.state != "up", deadline, share=0.6)
+            if client is not None:
+                self.client = None
+                self._teardown(client)  # a clean DISCONNECT: the broker discards the will
+            self._set_state("down")
+            left = len(self.spool)
+            if left:
+                where = "kept in the spool for the next start" if self.spool.mode == "disk" else \
+                    "LOST (the spool is in memory)"
+                log.warning("%d unacknowledged message(s) %s", left, where)
+        except Exception:
+            log.exception("MQTT publisher shutdown failed")
+        finally:
+            self.spool.close()
+            with self._progress:
+                self._progress.notify_all()
+
+    def _wait_events(self, done: Callable[[], bool], deadline: float, share: float) -> None:
+        until = time.monotonic() + max(0.0, deadline - time.monotonic()) * share
+        while not done() and time.monotonic() < until:
+            self.wake.wait(min(_TICK, max(0.0, until - time.monotonic())))
+            self.wake.clear()
+            self._handle_events()
+
+
+def _close_client(client: paho.Client) -> None:
+    try:
+        client.disconnect()
+        client.loop_stop()
+    except Exception as exc:  # a dying client must not take anything with it
+        log.debug("client teardown: %s", exc)
+
+
+__all__ = ["PUT_TIMEOUT", "Hooks", "Sender", "wire_qos"]
