@@ -67,6 +67,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench.evaluate import run_eval_bench
 
         results["eval"] = run_eval_bench(peers=not args.no_peers)
+    if args.mqtt:
+        from .bench.mqtt import run_mqtt_bench
+
+        results["mqtt"] = run_mqtt_bench(messages=args.mqtt_messages, peers=not args.no_peers)
+    if args.model:
+        from .bench.backend import format_report, run_from_args
+
+        results["backend"] = run_from_args(args)
+        for line in format_report(results["backend"]):
+            print(line)
     if args.json:
         from .fileio import atomic_write_text
 
@@ -165,8 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="one-shot detection on images")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files, folders or glob patterns")
-    p.add_argument("--model", required=True, help="model file (.cfg with its .weights beside it)")
-    p.add_argument("--backend", default="auto", help="auto | opencv (default auto)")
+    p.add_argument("--model", required=True,
+                   help="model file: .onnx, .engine/.plan (TensorRT) or .cfg (with its .weights beside it)")
+    p.add_argument("--backend", default="auto",
+                   help="auto | tensorrt | onnxruntime | opencv (default auto: TensorRT for engines, "
+                        "ONNX Runtime for .onnx, OpenCV for .cfg)")
     p.add_argument("--names", help="class names file (default: the model's own, or one beside it)")
     p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
@@ -182,9 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode + NMS on a YOLOv3-416 output vs ultralytics and torchvision")
     p.add_argument("--eval", action="store_true",
                    help="eval end to end on a COCO-val-sized case vs pycocotools, faster-coco-eval, hotcoco")
+    p.add_argument("--mqtt", action="store_true",
+                   help="MQTT publishing to a local broker it starts: QoS 1 msgs/s and added latency p50/p99")
+    p.add_argument("--mqtt-messages", type=int, default=20000, metavar="N",
+                   help="messages in the --mqtt throughput run (default 20000)")
     p.add_argument("--repeat", type=int, default=200, help="timed repetitions per case (default 200)")
     p.add_argument("--no-peers", action="store_true", help="time only this project's code")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    from .bench.backend import add_arguments as add_backend_bench_arguments
+
+    add_backend_bench_arguments(p)
     p.set_defaults(handler=cmd_bench)
 
     p = sub.add_parser("make-dataset", help="write a synthetic shapes data set (YOLO layout)")
@@ -237,9 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-images", metavar="DIR", help="compare ONNX Runtime with PyTorch on images here")
     p.set_defaults(handler=cmd_export)
 
+    from .engine import add_parser as add_build_engine_parser
+
+    add_build_engine_parser(sub)
+
     from .evaluate.cli import add_parser as add_eval_parser
 
     add_eval_parser(sub)
+
+    from .publish.record import add_parser as add_record_parser
+
+    add_record_parser(sub)
 
     for p in sub.choices.values():
         _add_common(p)
@@ -251,8 +279,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     configure_logging("DEBUG" if debug else getattr(args, "log_level", "WARNING"))
-    if args.command == "bench" and not (args.postprocess or args.eval):
-        parser.error("bench: choose what to measure, e.g. --postprocess or --eval")
+    if args.command == "bench" and not (args.postprocess or args.eval or args.model or args.mqtt):
+        parser.error("bench: choose what to measure, e.g. --postprocess, --eval, --mqtt or --model M")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -59,14 +59,19 @@ def random_case(
 ) -> Case:
     """Objects and jittered / background detections, boxes inside their images.
 
-    ``integer``: whole-pixel boxes (VOC's style). Scores are drawn from a small set so ties
-    occur and the reading order matters.
+    ``integer``: whole-pixel boxes (VOC's style) in images whose sides are powers of two, so
+    YOLO's normalised coordinates convert back to the very same pixels (no rounding can move an
+    IoU across a threshold that whole-pixel boxes often hit exactly). Scores are drawn from a
+    small set so ties occur and the reading order matters.
     """
     rng = np.random.default_rng(seed)
     names = [f"c{k}" for k in range(classes)]
     out = []
     for i in range(images):
-        w, h = int(rng.integers(64, 400)), int(rng.integers(64, 400))
+        if integer:
+            w, h = (int(2 ** rng.integers(6, 9)) for _ in range(2))
+        else:
+            w, h = int(rng.integers(64, 400)), int(rng.integers(64, 400))
         objs, dets = [], []
         for _ in range(int(rng.integers(0, max_objects + 1))):
             bw, bh = rng.uniform(4, w * 0.7), rng.uniform(4, h * 0.7)
