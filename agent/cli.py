@@ -58,29 +58,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench.postprocess import run_postprocess_bench
+    from .bench.suite import run_selected, to_markdown
+    from .fileio import atomic_write_text
 
-    results: Dict[str, object] = {}
-    if args.postprocess:
-        results["postprocess"] = run_postprocess_bench(repeat=args.repeat, peers=not args.no_peers)
-    if args.eval:
-        from .bench.evaluate import run_eval_bench
-
-        results["eval"] = run_eval_bench(peers=not args.no_peers)
-    if args.mqtt:
-        from .bench.mqtt import run_mqtt_bench
-
-        results["mqtt"] = run_mqtt_bench(messages=args.mqtt_messages, peers=not args.no_peers)
-    if args.model:
-        from .bench.backend import format_report, run_from_args
-
-        results["backend"] = run_from_args(args)
-        for line in format_report(results["backend"]):
-            print(line)
+    results = run_selected(args)
     if args.json:
-        from .fileio import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+        # A single benchmark's figures sit at the top level (``bench --pipeline --json``).
+        data = next(iter(results.values())) if len(results) == 1 else results
+        atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
+    if args.markdown:
+        atomic_write_text(args.markdown, to_markdown(results))
     return 0
 
 
@@ -195,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode + NMS on a YOLOv3-416 output vs ultralytics and torchvision")
     p.add_argument("--eval", action="store_true",
                    help="eval end to end on a COCO-val-sized case vs pycocotools, faster-coco-eval, hotcoco")
+    p.add_argument("--all", action="store_true", help="every benchmark, on the shipped model (make bench)")
+    p.add_argument("--markdown", metavar="OUT", help="write the headline ratios as a Markdown table")
+    p.add_argument("--pipeline", action="store_true",
+                   help="whole-pipeline FPS on --source VIDEO vs the backend alone vs ultralytics predict")
+    p.add_argument("--source", metavar="VIDEO", help="video for --pipeline")
     p.add_argument("--mqtt", action="store_true",
                    help="MQTT publishing to a local broker it starts: QoS 1 msgs/s and added latency p50/p99")
     p.add_argument("--mqtt-messages", type=int, default=20000, metavar="N",
@@ -279,7 +271,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     configure_logging("DEBUG" if debug else getattr(args, "log_level", "WARNING"))
-    if args.command == "bench" and not (args.postprocess or args.eval or args.model or args.mqtt):
+    if args.command == "bench" and not (args.postprocess or args.eval or args.model or args.mqtt or args.all
+                                        or args.pipeline):
         parser.error("bench: choose what to measure, e.g. --postprocess, --eval, --mqtt or --model M")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
