@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SHARED ?= ../shared
 DEMO_OUT := demo-output
 
-.PHONY: install test lint demo bench model model-compare clean
+.PHONY: install test lint demo bench soak model model-compare clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,15 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m agent.demo --out $(DEMO_OUT)
 
+# Every comparison, peers measured in the same run; the Markdown table goes into the README.
 bench: $(STAMP)
-	$(BIN)/detection-agent bench --postprocess --json bench-results.json
+	$(BIN)/detection-agent bench --all --json bench-results.json --markdown bench-results.md
+
+# Not in CI: the agent for SOAK_S seconds on a looping camera stream that is cut and restored,
+# with its broker restarted every few minutes; fails on any lost message or resource growth.
+SOAK_S ?= 1800
+soak: $(STAMP)
+	$(BIN)/python -m agent.bench.soak --duration $(SOAK_S)
 
 # The shipped demo model: synthetic shapes, YOLOv3-tiny at a quarter width (so it trains on
 # a CPU), default augmentation recipe, trained at 320 and exported at 416. models/README.md

@@ -47,7 +47,8 @@ def open_detector(cfg: AgentConfig) -> Detector:
     """The configured model, its config overrides applied, warmed up."""
     model = cfg.model
     names = read_names(Path(model.labels)) if model.labels else None
-    backend = open_backend(Path(model.path), model.backend, cfg.inference.batch_size, names)
+    backend = open_backend(Path(model.path), model.backend, cfg.inference.batch_size, names,
+                           threads=model.threads)
     if model.input_size:
         backend.info.input_size = (model.input_size[0], model.input_size[1])
     detector = Detector(backend, postprocess_settings(cfg), model.resize_mode)
@@ -72,6 +73,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._cpu = CpuMeter()
+        self._camera_states: Dict[str, str] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -168,6 +170,7 @@ class Daemon:
                 break
             if self.duration is not None and now - started >= self.duration:
                 break
+            self._report_camera_states()
             alive = now - pipeline.heartbeat < STALL_S
             if ready and ping_every and now - last_ping >= ping_every and alive:
                 self.notifier.watchdog()
@@ -181,6 +184,15 @@ class Daemon:
             log.error("stopping: %s", pipeline.error)
             return 1
         return 0
+
+    def _report_camera_states(self) -> None:
+        """Publish each camera's state (retained) when it changes."""
+        if self.publisher is None or self.pipeline is None:
+            return
+        for camera in self.pipeline.cameras:
+            if self._camera_states.get(camera.name) != camera.state:
+                self._camera_states[camera.name] = camera.state
+                self.publisher.publish_camera_status(camera.name, camera.state)  # type: ignore[attr-defined]
 
     def _apply_reload(self) -> None:
         """SIGHUP: re-read the config; thresholds and filters apply at once, the model stays loaded."""
@@ -209,6 +221,7 @@ class Daemon:
     def _shutdown(self) -> None:
         if self.pipeline is not None:
             self.pipeline.stop(timeout=3.0)
+            self._report_camera_states()  # "finished" / "stopped", before the publisher goes
         if self.publisher is not None:
             self.publisher.stop(timeout=1.5)  # type: ignore[attr-defined]
 

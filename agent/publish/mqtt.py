@@ -144,6 +144,14 @@ class MqttPublisher:
         return self._sender.submit(Message(self.topics.stats, encode(payload), self._qos["stats"],
                                            retain=True, key="stats"))
 
+    def publish_camera_status(self, camera: str, state: str) -> bool:
+        """Retained ``{camera}/status``: ``online``, ``reconnecting``, ``failed: reason``, ``finished``.
+
+        Only the newest state of a camera waits in the spool; an older unsent one is replaced.
+        """
+        return self._sender.submit(Message(self.topics.camera_status(camera), state.encode("utf-8"),
+                                           self._qos["status"], retain=True, key=f"camera-status/{camera}"))
+
     def set_stats_provider(self, provider: Optional[Callable[[], Mapping[str, Any]]]) -> None:
         """``provider()`` (called on the sender thread) adds its keys to each periodic stats message."""
         self._stats_provider = provider

@@ -58,6 +58,9 @@ class Topics:
     def snapshot(self, camera: str) -> str:
         return f"{self.root}/{camera}/snapshot"
 
+    def camera_status(self, camera: str) -> str:
+        return f"{self.root}/{camera}/status"
+
 
 def detections_payload(*, device: str, camera: str, run: str, seq: int, frame: int, skipped: int,
                        ts: float, width: int, height: int, model: str, latency_ms: Mapping[str, float],

@@ -62,8 +62,11 @@ def test_every_frame_of_a_video_is_published_once(broker, tmp_path, clip):
         assert agent.returncode == 0, err
         wait(lambda: len(detections_of(sub)) >= 20, 10, "20 detections messages")
         messages = detections_of(sub)
+        wait(lambda: sub.payloads("/cam/status")[-1:] == [b"finished"], 10, "camera status 'finished'")
+        camera_states = sub.payloads("/cam/status")
     finally:
         sub.close()
+    assert camera_states[0] in (b"starting", b"online")  # retained per-camera state, as it changed
     assert [m["seq"] for m in messages] == list(range(1, 21))
     assert [m["frame"] for m in messages] == list(range(20))
     assert {(m["width"], m["height"], m["camera"], m["schema"]) for m in messages} == \
