@@ -28,7 +28,15 @@ import numpy as np
 from ..errors import DataError
 from . import resolve
 from .fastjson import parse_uniform_list
-from .structures import GroundTruth, Predictions, ReadOptions, check_boxes, element_origin, is_member
+from .structures import (
+    GroundTruth,
+    Predictions,
+    ReadOptions,
+    check_boxes,
+    element_origin,
+    is_member,
+    read_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,18 +138,6 @@ def load_predictions(
 
 
 # ---------------------------------------------------------------- JSON helpers
-
-
-def read_bytes(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected a file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not data.strip():
-        raise DataError(f"{path}: file is empty")
-    return data
 
 
 def parse_json(data: Union[bytes, str], source: str, line_offset: int = 0) -> Any:

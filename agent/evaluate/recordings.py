@@ -24,8 +24,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import resolve
-from .datasets import read_bytes
-from .structures import GroundTruth, Predictions, ReadOptions, line_origin
+from .structures import GroundTruth, Predictions, ReadOptions, line_origin, read_bytes
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -284,3 +285,16 @@ def check_boxes(
 
 def _fmt(box: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:g}" for v in box.tolist()) + "]"
+
+
+def read_bytes(path: Path) -> bytes:
+    """A whole input file; ``DataError`` naming it when it is missing, a folder or empty."""
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise DataError(f"{path}: file is empty")
+    return data
