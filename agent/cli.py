@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model file: .onnx, .engine/.plan (TensorRT) or .cfg (with its .weights beside it)")
     p.add_argument("--backend", default="auto",
                    help="auto | tensorrt | onnxruntime | opencv (default auto: TensorRT for engines, "
-                        "ONNX Runtime for .onnx, OpenCV for .cfg)")
+                        "ONNX Runtime for .onnx and for .cfg, converted on the fly)")
     p.add_argument("--names", help="class names file (default: the model's own, or one beside it)")
     p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
@@ -248,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data YAML, to record the data set's fingerprint in the model")
     p.add_argument("--verify-images", metavar="DIR", help="compare ONNX Runtime with PyTorch on images here")
     p.set_defaults(handler=cmd_export)
+
+    from .darknet_onnx import add_parser as add_convert_darknet_parser
+
+    add_convert_darknet_parser(sub)
 
     from .engine import add_parser as add_build_engine_parser
 

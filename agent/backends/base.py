@@ -36,7 +36,8 @@ SUFFIX_BACKENDS: Dict[str, Tuple[str, ...]] = {
     ".engine": ("tensorrt",),
     ".plan": ("tensorrt",),
     ".onnx": ("onnxruntime", "opencv"),
-    ".cfg": ("opencv",),
+    # darknet: converted once to a cached ONNX model (agent/darknet_onnx.py), or OpenCV's importer
+    ".cfg": ("onnxruntime", "opencv"),
 }
 
 #: Install hints for a backend whose library is missing.
@@ -81,8 +82,8 @@ def installed(name: str) -> bool:
 def choose_backend(model_path: Path, requested: str = "auto") -> str:
     """Backend name for ``model_path``: the requested one, or the best installed one that can run it.
 
-    ``auto`` takes TensorRT for ``.engine``/``.plan`` files and, for ``.onnx``, ONNX Runtime
-    when it is installed, else OpenCV DNN (which every install has).
+    ``auto`` takes TensorRT for ``.engine``/``.plan`` files and, for ``.onnx`` and darknet
+    ``.cfg`` (converted on the fly), ONNX Runtime when it is installed, else OpenCV DNN.
     """
     suffix = Path(model_path).suffix.lower()
     candidates = SUFFIX_BACKENDS.get(suffix)
@@ -92,6 +93,8 @@ def choose_backend(model_path: Path, requested: str = "auto") -> str:
                          f"this build runs: {known}")
     if requested == "auto":
         present = [name for name in candidates if installed(name)]
+        if suffix == ".cfg" and importlib.util.find_spec("onnx") is None:
+            present = [name for name in present if name == "opencv"]  # no converter without onnx
         return present[0] if present else candidates[0]  # the first one's error says what to install
     if requested not in REGISTRY:
         raise ModelError(f"unknown backend {requested!r}; available: {', '.join(sorted(REGISTRY))}")
@@ -117,6 +120,10 @@ def open_backend(model_path: Path, requested: str = "auto", batch_size: int = 1,
         if onnx_path.is_file():
             log.warning("%s: TensorRT is not installed; running %s instead", model_path, onnx_path.name)
             model_path, name = onnx_path, choose_backend(onnx_path, "auto")
+    if model_path.suffix.lower() == ".cfg" and name != "opencv":
+        from ..darknet_onnx import cached_onnx
+
+        model_path = cached_onnx(model_path)
     module_name, class_name = REGISTRY[name].split(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)

@@ -24,7 +24,8 @@ def _only(*present):
     (".plan", ("tensorrt",), "tensorrt"),
     (".onnx", ("tensorrt", "onnxruntime", "opencv"), "onnxruntime"),
     (".onnx", ("opencv",), "opencv"),  # a Jetson without onnxruntime still runs ONNX
-    (".cfg", ("onnxruntime", "opencv"), "opencv"),
+    (".cfg", ("onnxruntime", "opencv"), "onnxruntime"),  # darknet: converted to ONNX on the fly
+    (".cfg", ("opencv",), "opencv"),
 ])
 def test_auto_picks_the_best_installed_backend(monkeypatch, suffix, present, expected):
     monkeypatch.setattr(base, "installed", _only(*present))
