@@ -1,0 +1,105 @@
+"""A private Mosquitto for the soak test: its own free loopback port and persistence folder.
+
+Never the system broker on 1883. ``stop()`` is a graceful SIGTERM (mosquitto writes its
+persistence file and exits); ``start()`` afterwards brings the same broker back on the same
+port with the same files, so persistent sessions and their queued QoS 1 messages survive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+from .mjpeg import free_port
+
+
+def mosquitto_binary() -> Optional[str]:
+    """The mosquitto executable, or None when it is not installed."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+
+
+class Mosquitto:
+    """One broker process on ``127.0.0.1:port`` with persistence under ``workdir``."""
+
+    def __init__(self, workdir: Path, port: Optional[int] = None) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("the soak test needs the mosquitto broker: apt-get install -y mosquitto")
+        self.binary = binary
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.proc: Optional[subprocess.Popen] = None
+        self.log_path = self.workdir / "mosquitto.log"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "user root" if os.geteuid() == 0 else "",  # as root mosquitto would drop to 'mosquitto'
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            f"log_dest file {self.log_path}",
+            "log_type error", "log_type warning", "log_type notice", "log_type information",
+            "connection_messages true",
+            # A subscriber away for a broker restart must find everything queued for it.
+            "max_queued_messages 1000000",
+            "max_inflight_messages 0",
+        ]
+        self.conf = self.workdir / "mosquitto.conf"
+        self.conf.write_text("\n".join(line for line in lines if line) + "\n", encoding="utf-8")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        """Start and wait until the port answers (mosquitto has no readiness signal)."""
+        if self.running:
+            return self
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.2):
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout} s\n{self.log()}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful: SIGTERM; mosquitto saves its persistence file and exits."""
+        self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL, 5.0)
+
+    def _signal(self, sig: int, timeout: float) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def log(self) -> str:
+        """The last few kB of the broker's log."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+        except OSError:
+            return ""
