@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import paho.mqtt.client as paho
 
 from . import config as config_module
+from .bench.broker import Mosquitto
 from .datasets.synthetic import make_video
 
 FRAMES, FPS, SEED = 150, 15, 5  # seed 5: all three classes on screen
@@ -39,39 +39,6 @@ def broker_answers(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-class PrivateBroker:
-    """A Mosquitto of our own on a free loopback port, removed afterwards."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not os.path.exists(binary):
-            raise SystemExit("error: no MQTT broker answers and mosquitto is not installed "
-                             "(apt-get install mosquitto)")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self._dir = tempfile.mkdtemp(prefix="demo-broker-")
-        conf = Path(self._dir) / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not broker_answers("127.0.0.1", self.port):
-            if time.monotonic() > deadline or self._proc.poll() is not None:
-                self.stop()
-                raise SystemExit("error: the demo's private mosquitto did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class Listener:
@@ -138,10 +105,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         make_video(video, frames=FRAMES, fps=FPS, seed=SEED)
     cfg = config_module.load(args.config)
     host, port = cfg.mqtt.host, cfg.mqtt.port
-    broker: Optional[PrivateBroker] = None
+    broker: Optional[Mosquitto] = None
+    workdir = tempfile.mkdtemp(prefix="demo-broker-")
     if not broker_answers(host, port):
-        broker = PrivateBroker()
-        host, port = "127.0.0.1", broker.port
+        try:
+            broker = Mosquitto(Path(workdir)).start()
+        except RuntimeError as exc:
+            raise SystemExit(f"error: no MQTT broker answers at {host}:{port} and none could be "
+                             f"started: {exc}") from None
+        host, port = broker.host, broker.port
         print(f"no broker at {cfg.mqtt.host}:{cfg.mqtt.port}; started a private mosquitto on port {port}")
     record = out / "received.jsonl"
     try:
@@ -160,6 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if broker is not None:
             broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     return report(listener, agent.returncode, expected, elapsed, truth, record, out)
 
 
