@@ -79,6 +79,15 @@ def installed(name: str) -> bool:
         return False
 
 
+class WarmupMixin:
+    """``warmup`` for every backend: the first calls are slow (allocation, CUDA init, autotuning)."""
+
+    def warmup(self, runs: int = 1) -> None:
+        dummy = np.zeros(self.input_shape, self.input_dtype)  # type: ignore[attr-defined]
+        for _ in range(runs):
+            self.infer(dummy)  # type: ignore[attr-defined]
+
+
 def choose_backend(model_path: Path, requested: str = "auto") -> str:
     """Backend name for ``model_path``: the requested one, or the best installed one that can run it.
 

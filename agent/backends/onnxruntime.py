@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import BackendError, ModelError
+from .base import WarmupMixin
 from .onnx_info import info_from_metadata
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def choose_providers(available: Sequence[str], requested: Optional[Sequence[str]
     return providers
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(WarmupMixin):
     name = "onnxruntime"
 
     def __init__(self, model_path: Path, batch_size: int = 1, class_names: Optional[Sequence[str]] = None,
@@ -139,11 +140,6 @@ class OnnxRuntimeBackend:
             return self._session.run(self._outputs, {self._input.name: batch})
         except Exception as exc:
             raise BackendError(f"ONNX Runtime inference failed: {str(exc).strip()[:200]}") from None
-
-    def warmup(self, runs: int = 1) -> None:
-        dummy = np.zeros(self.input_shape, self.input_dtype)
-        for _ in range(runs):
-            self.infer(dummy)
 
     def close(self) -> None:
         self._session = None

@@ -24,6 +24,7 @@ import numpy as np
 from .. import darknet
 from ..errors import BackendError, ModelError
 from ..types import ModelInfo
+from .base import WarmupMixin
 from .onnx_info import read_summary
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def cuda_available() -> bool:
         return False
 
 
-class OpenCVBackend:
+class OpenCVBackend(WarmupMixin):
     name = "opencv"
 
     def __init__(self, model_path: Path, batch_size: int = 1, class_names: Optional[Sequence[str]] = None,
@@ -142,11 +143,6 @@ class OpenCVBackend:
             rows[..., 4] = 1.0
             results.append(rows)
         return results
-
-    def warmup(self, runs: int = 1) -> None:
-        dummy = np.zeros(self.input_shape, np.float32)
-        for _ in range(runs):
-            self.infer(dummy)
 
     def close(self) -> None:
         self._net = None

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import BackendError, ModelError
 from ..types import ModelInfo
+from .base import WarmupMixin
 from .cuda_buffers import Buffer, Buffers, import_pycuda, memory_note, open_context
 from .engine_meta import EngineMeta, check_compatible, read_sidecar
 
@@ -81,7 +82,7 @@ class TensorSpec:
     profile: Optional[Tuple[Tuple[int, ...], ...]] = None  # (min, opt, max) of a dynamic input
 
 
-class TensorRTBackend:
+class TensorRTBackend(WarmupMixin):
     name = "tensorrt"
 
     def __init__(self, model_path: Path, batch_size: int = 1, class_names: Optional[Sequence[str]] = None,
@@ -317,11 +318,6 @@ class TensorRTBackend:
             # A copy: the page-locked buffers are overwritten by the next call.
             results.append(view.astype(np.float32) if view.dtype == np.float16 else view.copy())
         return results
-
-    def warmup(self, runs: int = 1) -> None:
-        dummy = np.zeros(self.input_shape, np.float32)
-        for _ in range(runs):
-            self.infer(dummy)
 
     def close(self) -> None:
         """Free device and pinned memory, release TensorRT objects, destroy the CUDA context.
