@@ -1,4 +1,4 @@
-"""A private Mosquitto for the soak test: its own free loopback port and persistence folder.
+"""A private Mosquitto: its own free loopback port, config and persistence folder.
 
 Never the system broker on 1883. ``stop()`` is a graceful SIGTERM (mosquitto writes its
 persistence file and exits); ``start()`` afterwards brings the same broker back on the same
@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 from .mjpeg import free_port
 
@@ -29,24 +29,31 @@ def mosquitto_binary() -> Optional[str]:
 
 
 class Mosquitto:
-    """One broker process on ``127.0.0.1:port`` with persistence under ``workdir``."""
+    """One broker process on ``127.0.0.1:port``, config and persistence under ``workdir``.
 
-    def __init__(self, workdir: Path, port: Optional[int] = None) -> None:
+    Shared by the demo, the benchmarks, the soak test and the integration tests. ``tls``
+    (``cafile``, ``certfile``, ``keyfile``, optional ``require_certificate``) adds a TLS
+    listener on ``tls_port``; ``password_file`` turns anonymous access off on both.
+    """
+
+    def __init__(self, workdir: Path, port: Optional[int] = None, *, persistence: bool = True,
+                 password_file: Optional[Path] = None, tls: Optional[Dict[str, str]] = None) -> None:
         binary = mosquitto_binary()
         if binary is None:
-            raise RuntimeError("the soak test needs the mosquitto broker: apt-get install -y mosquitto")
+            raise RuntimeError("no mosquitto broker installed: apt-get install -y mosquitto")
         self.binary = binary
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = port or free_port()
+        self.tls_port = free_port() if tls else None
         self.proc: Optional[subprocess.Popen] = None
         self.log_path = self.workdir / "mosquitto.log"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if password_file else 'true'}",
             "user root" if os.geteuid() == 0 else "",  # as root mosquitto would drop to 'mosquitto'
-            "persistence true",
+            f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "autosave_interval 1",
             f"log_dest file {self.log_path}",
@@ -54,10 +61,31 @@ class Mosquitto:
             "connection_messages true",
             # A subscriber away for a broker restart must find everything queued for it.
             "max_queued_messages 1000000",
-            "max_inflight_messages 0",
+            "max_inflight_messages 0",  # forward at once: nothing acknowledged waits in broker memory
+            "set_tcp_nodelay true",
         ]
+        if password_file:
+            lines.append(f"password_file {password_file}")
+        if tls:  # settings after a listener line belong to that listener
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {tls['cafile']}",
+                      f"certfile {tls['certfile']}", f"keyfile {tls['keyfile']}",
+                      f"require_certificate {tls.get('require_certificate', 'false')}"]
         self.conf = self.workdir / "mosquitto.conf"
         self.conf.write_text("\n".join(line for line in lines if line) + "\n", encoding="utf-8")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def version(self) -> str:
+        """What ``mosquitto -h`` says of itself on its first line."""
+        lines = subprocess.run([self.binary, "-h"], capture_output=True, text=True).stdout.splitlines()
+        return lines[0] if lines else "mosquitto"
+
+    def freeze(self) -> None:
+        """SIGSTOP: the broker hangs (reads nothing, acknowledges nothing) until killed."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGSTOP)
 
     @property
     def running(self) -> bool:

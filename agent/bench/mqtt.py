@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import platform
-import shutil
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -43,39 +40,18 @@ def _percentiles(values: List[float]) -> Dict[str, float]:
 @contextlib.contextmanager
 def local_broker(folder: Path) -> Iterator[Tuple[str, int, str]]:
     """A Mosquitto on a free loopback port for the duration; yields (host, port, version)."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not os.path.exists(binary):
-        from ..errors import BadInputError
+    from ..errors import BadInputError
+    from .broker import Mosquitto
 
-        raise BadInputError("bench --mqtt needs the mosquitto broker: apt-get install -y mosquitto")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    conf = folder / "mosquitto.conf"
-    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false",
-             "set_tcp_nodelay true", f"log_dest file {folder / 'mosquitto.log'}",
-             "max_queued_messages 1000000"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        lines.append("user root")
-    conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    version = subprocess.run([binary, "-h"], capture_output=True, text=True).stdout.splitlines()[0:1]
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mosquitto did not start (see {folder / 'mosquitto.log'})")
-            time.sleep(0.02)
-        yield "127.0.0.1", port, (version[0] if version else "mosquitto")
+        broker = Mosquitto(folder, persistence=False)
+    except RuntimeError:
+        raise BadInputError("bench --mqtt needs the mosquitto broker: apt-get install -y mosquitto") from None
+    broker.start()
+    try:
+        yield broker.host, broker.port, broker.version()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        broker.stop(5.0)
 
 
 class _Subscriber:

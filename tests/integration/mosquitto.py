@@ -10,10 +10,6 @@ persistent subscriber session survives a restart.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,104 +18,27 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import paho.mqtt.client as paho
 
+from agent.bench import broker
 from agent.config import AgentConfig
 from agent.types import Detections
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO = broker.mosquitto_binary() or "/usr/sbin/mosquitto"
 _RUNNING: List[Mosquitto] = []  # stopped at session end by conftest, whatever happened
+free_port = broker.free_port
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Mosquitto:
-    """One broker process on ``port`` (plain MQTT). ``tls`` ({cafile, certfile, keyfile,
-    require_certificate}) adds a TLS listener on ``tls_port``; ``password_file`` turns
-    anonymous access off on both."""
-
-    def __init__(self, workdir: Path, *, persistence: bool = True, password_file: Optional[Path] = None,
-                 tls: Optional[Dict[str, str]] = None, port: Optional[int] = None) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.tls_port = free_port() if tls else None
-        self.host = "127.0.0.1"
-        self.proc: Optional[subprocess.Popen] = None
-        self.log_path = self.workdir / "mosquitto.log"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            f"allow_anonymous {'false' if password_file else 'true'}",
-            "user root" if os.geteuid() == 0 else "",  # as root mosquitto would drop to 'mosquitto'
-            f"persistence {'true' if persistence else 'false'}",
-            f"persistence_location {self.workdir}/",
-            "autosave_interval 1",
-            f"log_dest file {self.log_path}",
-            "log_type error", "log_type warning", "log_type notice", "log_type information",
-            "connection_messages true",
-            "max_queued_messages 100000",
-            "max_inflight_messages 0",  # forward at once: nothing acknowledged waits in broker memory
-            "set_tcp_nodelay true",
-        ]
-        if password_file:
-            lines.append(f"password_file {password_file}")
-        if tls:  # settings after a listener line belong to that listener
-            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {tls['cafile']}",
-                      f"certfile {tls['certfile']}", f"keyfile {tls['keyfile']}",
-                      f"require_certificate {tls.get('require_certificate', 'false')}"]
-        self.conf = self.workdir / "mosquitto.conf"
-        self.conf.write_text("\n".join(line for line in lines if line) + "\n", encoding="utf-8")
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
+class Mosquitto(broker.Mosquitto):
+    """The agent's own private broker (agent/bench/broker.py), tracked so that a crashed test
+    never leaves one running (conftest stops them all at the end of the session)."""
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
-        if self.proc is not None and self.proc.poll() is None:
-            return self
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
         if self not in _RUNNING:
             _RUNNING.append(self)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}\n{self.log()}")
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.2):
-                return self
-            time.sleep(0.02)  # polling the port: mosquitto has no readiness signal
-        self.kill()
-        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout} s\n{self.log()}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Graceful: SIGTERM, mosquitto saves its persistence file and exits."""
-        self._signal(signal.SIGTERM, timeout)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL, 10.0)
-
-    def freeze(self) -> None:
-        """SIGSTOP: the broker hangs (reads nothing, acknowledges nothing) until killed."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGSTOP)
+        super().start(timeout)
+        return self
 
     def _signal(self, sig: int, timeout: float) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc.stderr:
-            proc.stderr.close()
-        self.proc = None
+        super()._signal(sig, timeout)
         if self in _RUNNING:
             _RUNNING.remove(self)
 
@@ -144,16 +63,16 @@ class Mosquitto:
 
 @contextlib.contextmanager
 def running(workdir: Path, **kwargs: object) -> Iterator[Mosquitto]:
-    broker = Mosquitto(workdir, **kwargs)  # type: ignore[arg-type]
+    instance = Mosquitto(workdir, **kwargs)  # type: ignore[arg-type]
     try:
-        yield broker.start()
+        yield instance.start()
     finally:
-        broker.stop()
+        instance.stop()
 
 
 def stop_all() -> None:
-    for broker in list(_RUNNING):
-        broker.kill()
+    for instance in list(_RUNNING):
+        instance.kill()
 
 
 def make_password_file(path: Path, users: Dict[str, str]) -> Path:
