@@ -29,7 +29,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -57,12 +57,7 @@ def _engine_end_to_end(engine: str, gt_path: Path, pred_path: Path) -> Callable[
         else:
             from hotcoco import COCO, COCOeval
         gt = COCO(str(gt_path))
-        dt = gt.loadRes(str(pred_path))
-        ev = COCOeval(gt, dt, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-        return [float(v) for v in ev.stats]
+        return _stats(COCOeval, gt, gt.loadRes(str(pred_path)))
 
     return lambda: _quiet_call(run)
 
@@ -73,14 +68,16 @@ def _hotcoco_eval_only(gt_path: Path, pred_path: Path) -> Callable[[], List[floa
     gt = COCO(str(gt_path))
     dt = gt.loadRes(str(pred_path))
 
-    def run() -> List[float]:
-        ev = COCOeval(gt, dt, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-        return [float(v) for v in ev.stats]
+    return lambda: _quiet_call(lambda: _stats(COCOeval, gt, dt))
 
-    return lambda: _quiet_call(run)
+
+def _stats(cocoeval: Any, gt: Any, dt: Any) -> List[float]:
+    """The 12 numbers from any pycocotools-style evaluator class."""
+    ev = cocoeval(gt, dt, "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return [float(v) for v in ev.stats]
 
 
 def _ours(gt_path: Path, pred_path: Path, engine: str = "auto", **formats: str) -> Callable[[], List[float]]:
