@@ -10,7 +10,7 @@ them at run time and the agent must run on Python 3.8 (JetPack 5).
 """
 
 import re
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from pydantic import (
     BaseModel,
@@ -135,6 +135,29 @@ class RtspOptions(_Model):
     transport: Literal["tcp", "udp"] = "tcp"  # tcp survives lossy Wi-Fi; udp has less delay
 
 
+class ZoneConfig(_Model):
+    """A named polygon in the picture; detections whose anchor point is inside carry its name."""
+
+    name: str
+    polygon: List[Tuple[float, float]] = Field(min_length=3)  # [[x, y], ...] in order around the zone
+    units: Literal["pixels", "fraction"] = "pixels"  # fraction: 0..1 of the frame's width and height
+    anchor: Literal["bottom_center", "center"] = "bottom_center"  # the box point that must be inside
+    classes: Optional[List[str]] = Field(None, min_length=1)  # only these labels count; None: all
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _topic_level(value, "zone name")
+
+    @model_validator(mode="after")
+    def _check_points(self) -> "ZoneConfig":
+        if self.units == "fraction" and any(not (0 <= v <= 1) for point in self.polygon for v in point):
+            raise conflict("polygon", "with units: fraction every coordinate must be within 0..1")
+        if any(v < 0 for point in self.polygon for v in point):
+            raise conflict("polygon", "coordinates cannot be negative")
+        return self
+
+
 class CameraConfig(_Model):
     name: str
     source: str = Field(min_length=1)
@@ -150,6 +173,8 @@ class CameraConfig(_Model):
     reconnect_max: float = Field(30.0, gt=0, le=3600)
     csi: CsiOptions = Field(default_factory=CsiOptions)
     rtsp: RtspOptions = Field(default_factory=RtspOptions)
+    zones: List[ZoneConfig] = Field(default_factory=list)
+    require_zone: bool = False  # drop detections that are in none of the zones
 
     @field_validator("name")
     @classmethod
@@ -184,6 +209,12 @@ class CameraConfig(_Model):
             raise conflict(missing, "width and height go together: set both or neither")
         if self.reconnect_min > self.reconnect_max:
             raise conflict("reconnect_max", f"must be >= reconnect_min ({self.reconnect_min:g})")
+        names = [zone.name for zone in self.zones]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise conflict(f"zones.{index}.name", f"duplicate zone name {name!r}; names must be unique")
+        if self.require_zone and not self.zones:
+            raise conflict("require_zone", "needs at least one zone in zones")
         return self
 
     @property

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 from . import config as config_module
 from .backends.base import open_backend
 from .capture import Camera
-from .config_schema import AgentConfig
+from .config_schema import AgentConfig, CameraConfig
 from .darknet import read_names
 from .detector import Detector
 from .errors import ConfigError
@@ -27,6 +27,7 @@ from .pipeline import Pipeline, Sink
 from .postprocess.postprocessor import PostprocessSettings
 from .service import Notifier, install_signal_handlers, restore_signal_handlers, watchdog_interval
 from .sinks import MqttSink, VideoSink
+from .zones import zone_filters
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Daemon:
         self.pipeline: Optional[Pipeline] = None
         self.publisher: Optional[object] = None
         self.mqtt_sink: Optional[MqttSink] = None
+        self.video_sink: Optional[VideoSink] = None
+        self.class_names: List[str] = []
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._cpu = CpuMeter()
@@ -92,7 +95,13 @@ class Daemon:
         cfg = self.cfg
         cameras = [Camera(c) for c in cfg.enabled_cameras]
         pipeline = self.pipeline = Pipeline(cameras, lambda: open_detector(cfg), [], self.max_frames)
-        pipeline.start(on_loaded=lambda detector: pipeline.sinks.extend(self._make_sinks(detector)))
+
+        def on_loaded(detector: Detector) -> None:
+            self.class_names = list(detector.class_names)
+            pipeline.zones = zone_filters(cfg.cameras, self.class_names, self.config_path)
+            pipeline.sinks.extend(self._make_sinks(detector))
+
+        pipeline.start(on_loaded=on_loaded)
         log.info("running %s on %d camera(s): %s", cfg.model.path, len(cameras),
                  ", ".join(f"{c.name} ({c.spec.description})" for c in cameras))
 
@@ -110,7 +119,10 @@ class Daemon:
             self.publisher = publisher
             sinks.append(self.mqtt_sink)
         if self.video_dir is not None:
-            sinks.append(VideoSink(self.video_dir, names, fps=self.cfg.cameras[0].fps or 15.0))
+            assert self.pipeline is not None
+            self.video_sink = VideoSink(self.video_dir, names, fps=self.cfg.cameras[0].fps or 15.0,
+                                        zones=self.pipeline.zones)
+            sinks.append(self.video_sink)
         return sinks
 
     def _register_commands(self, publisher: object) -> None:
@@ -195,23 +207,35 @@ class Daemon:
                 self.publisher.publish_camera_status(camera.name, camera.state)  # type: ignore[attr-defined]
 
     def _apply_reload(self) -> None:
-        """SIGHUP: re-read the config; thresholds and filters apply at once, the model stays loaded."""
+        """SIGHUP: re-read the config; thresholds, filters and zones apply at once, the model
+        stays loaded. Model, camera source and MQTT changes wait for a restart."""
         try:
             new = config_module.load(self.config_path, self.overrides)
+            zones = zone_filters(new.cameras, self.class_names, self.config_path)
         except ConfigError as exc:
             log.error("reload refused, keeping the running config:\n%s", exc)
             return
-        if new.model != self.cfg.model or new.cameras != self.cfg.cameras:
+        if new.model != self.cfg.model or _without_zones(new.cameras) != _without_zones(self.cfg.cameras):
             log.warning("reload: model or camera changes take effect at the next restart "
                         "(systemctl restart detection-agent)")
         if new.mqtt != self.cfg.mqtt:
             log.warning("reload: MQTT changes take effect at the next restart")
-        self.cfg = self.cfg.model_copy(update={"inference": new.inference, "logging": new.logging})
+        # The running cameras stay; each takes the zones its namesake has in the new file.
+        zoned = {camera.name: camera for camera in new.cameras}
+        cameras = [camera.model_copy(update={"zones": zoned[camera.name].zones,
+                                             "require_zone": zoned[camera.name].require_zone})
+                   if camera.name in zoned else camera for camera in self.cfg.cameras]
+        self.cfg = self.cfg.model_copy(update={"inference": new.inference, "logging": new.logging,
+                                               "cameras": cameras})
         logging.getLogger().setLevel(new.logging.level)
         settings = postprocess_settings(self.cfg)
         assert self.pipeline is not None
         self.pipeline.change_detector(lambda detector: detector.postprocess.update(settings))
-        log.info("reloaded: conf %.2f, iou %.2f", settings.conf_threshold, settings.iou_threshold)
+        self.pipeline.zones = zones
+        if self.video_sink is not None:
+            self.video_sink.zones = zones
+        log.info("reloaded: conf %.2f, iou %.2f, zones on %d camera(s)", settings.conf_threshold,
+                 settings.iou_threshold, len(zones))
 
     def _stats(self) -> Dict[str, object]:
         stats: Dict[str, object] = dict(self.pipeline.stats()) if self.pipeline else {}
@@ -227,6 +251,11 @@ class Daemon:
 
     def summary(self) -> Dict[str, object]:
         return self._stats()
+
+
+def _without_zones(cameras: Sequence[CameraConfig]) -> List[CameraConfig]:
+    """The cameras as a reload compares them: zones apply live, everything else at a restart."""
+    return [camera.model_copy(update={"zones": [], "require_zone": False}) for camera in cameras]
 
 
 def run_daemon(config_path: str, overrides: Sequence[str] = (), max_frames: Optional[int] = None,

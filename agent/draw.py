@@ -1,4 +1,4 @@
-"""Boxes and labels drawn onto a copy of a frame, for snapshots and ``detect --save``."""
+"""Boxes, labels and zones drawn onto a copy of a frame, for snapshots, videos and ``detect --save``."""
 
 from __future__ import annotations
 
@@ -18,10 +18,21 @@ def class_colour(class_id: int) -> Tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
-def draw_detections(image: np.ndarray, detections: Detections, names: Sequence[str] = ()) -> np.ndarray:
-    """A copy of ``image`` with each box, its label and score."""
+ZONE_COLOUR = (255, 255, 0)  # BGR cyan: distinct from the class colours' full-saturation hues
+
+
+def draw_detections(image: np.ndarray, detections: Detections, names: Sequence[str] = (),
+                    zones: Sequence[Tuple[str, np.ndarray]] = ()) -> np.ndarray:
+    """A copy of ``image`` with each zone outline (name, polygon in pixels), then each box,
+    its label and score."""
     canvas = image.copy()
     thickness = max(1, round(min(image.shape[:2]) / 400))
+    for name, polygon in zones:
+        points = np.round(np.asarray(polygon)).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(canvas, [points], True, ZONE_COLOUR, thickness)
+        x, y = points[:, 0].min(axis=0)
+        cv2.putText(canvas, name, (int(x) + 3, int(y) + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ZONE_COLOUR, 1,
+                    cv2.LINE_AA)
     for box, score, cid in zip(detections.xyxy, detections.scores, detections.class_ids):
         x1, y1, x2, y2 = (round(float(v)) for v in box)
         colour = class_colour(int(cid))

@@ -25,6 +25,7 @@ from .capture import Camera
 from .detector import Detector
 from .metrics import StageMetrics
 from .types import Detections, Frame
+from .zones import ZoneFilter
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class FrameResult(NamedTuple):
     frame: Frame
     detections: Detections
     latency_ms: Dict[str, float]
+    zones: Optional[List[List[str]]] = None  # per detection, when the camera has zones
 
 
 class Sink(Protocol):
@@ -48,8 +50,11 @@ class Sink(Protocol):
 
 class Pipeline:
     def __init__(self, cameras: Sequence[Camera], detector_factory: Callable[[], Detector],
-                 sinks: Sequence[Sink], max_frames: Optional[int] = None) -> None:
+                 sinks: Sequence[Sink], max_frames: Optional[int] = None,
+                 zones: Optional[Dict[str, ZoneFilter]] = None) -> None:
         self.cameras = list(cameras)
+        # Camera name -> its zones. Replaced whole (never mutated) so a reload is one assignment.
+        self.zones: Dict[str, ZoneFilter] = dict(zones or {})
         self.sinks = list(sinks)
         self.metrics = StageMetrics()
         self.max_frames = max_frames
@@ -163,9 +168,16 @@ class Pipeline:
             stages = dict(detector.last_latency_ms)
             for name, value in stages.items():
                 self.metrics.observe(name, value)
+            zones = self.zones
             for frame, dets in zip(frames, results):
                 self.metrics.fps.tick()
-                self._results_put(FrameResult(frame, dets, stages))
+                zone_filter = zones.get(frame.camera)
+                if zone_filter is None:
+                    self._results_put(FrameResult(frame, dets, stages))
+                else:
+                    kept, in_zones = zone_filter.apply(dets, frame.width, frame.height)
+                    self.metrics.count("detections_outside_zones", len(dets) - len(kept))
+                    self._results_put(FrameResult(frame, kept, stages, in_zones))
             self.frames_processed += len(frames)
             self.first_frame_done.set()
             if self.max_frames is not None and self.frames_processed >= self.max_frames:

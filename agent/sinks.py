@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Set
+from typing import Dict, Mapping, Optional, Sequence, Set
 
 import cv2
 
@@ -15,6 +15,7 @@ from .config_schema import SnapshotConfig
 from .draw import draw_detections
 from .errors import CaptureError
 from .pipeline import FrameResult
+from .zones import ZoneFilter
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class MqttSink:
             wanted = frame.camera in self._snapshot_wanted
             self._snapshot_wanted.discard(frame.camera)
         self.publisher.publish_detections(frame.camera, frame.index, frame.wall_time, frame.width,  # type: ignore[attr-defined]
-                                          frame.height, dets, result.latency_ms)
+                                          frame.height, dets, result.latency_ms, result.zones)
         if wanted or self._new_objects(frame.camera, set(dets.class_ids.tolist()), frame.mono_time):
             from .publish.payloads import snapshot_jpeg
 
@@ -76,9 +77,11 @@ class MqttSink:
 class VideoSink:
     """One annotated video per camera under ``folder`` (``CAMERA.mp4``), finished atomically."""
 
-    def __init__(self, folder: Path, class_names: Sequence[str], fps: float = 15.0) -> None:
+    def __init__(self, folder: Path, class_names: Sequence[str], fps: float = 15.0,
+                 zones: Optional[Mapping[str, ZoneFilter]] = None) -> None:
         self.folder = Path(folder)
         self.class_names = list(class_names)
+        self.zones = zones if zones is not None else {}  # camera name -> its zones, outlined
         self.fps = fps
         self._writers: Dict[str, cv2.VideoWriter] = {}
         self._partial: Dict[str, Path] = {}
@@ -88,7 +91,9 @@ class VideoSink:
         writer = self._writers.get(frame.camera)
         if writer is None:
             writer = self._open(frame.camera, frame.width, frame.height)
-        writer.write(draw_detections(frame.image, result.detections, self.class_names))
+        zone_filter = self.zones.get(frame.camera)
+        outlines = zone_filter.outlines(frame.width, frame.height) if zone_filter else ()
+        writer.write(draw_detections(frame.image, result.detections, self.class_names, outlines))
 
     def _open(self, camera: str, width: int, height: int) -> cv2.VideoWriter:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -67,13 +67,19 @@ class Detections:
         wh = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0, None)
         return wh[:, 0] * wh[:, 1]
 
-    def to_list(self, names: Sequence[str] = ()) -> List[Dict[str, Any]]:
-        """JSON-ready boxes: ``{label, class_id, score, box}``, rounded for the wire."""
+    def to_list(self, names: Sequence[str] = (),
+                zones: Optional[Sequence[Sequence[str]]] = None) -> List[Dict[str, Any]]:
+        """JSON-ready boxes: ``{label, class_id, score, box}``, rounded for the wire; with
+        ``zones`` (one list of zone names per box) each also carries ``zones``."""
         out = []
-        for box, score, cid in zip(self.xyxy.tolist(), self.scores.tolist(), self.class_ids.tolist()):
+        for i, (box, score, cid) in enumerate(zip(self.xyxy.tolist(), self.scores.tolist(),
+                                                  self.class_ids.tolist())):
             label = names[cid] if 0 <= cid < len(names) else str(cid)
-            out.append({"label": label, "class_id": cid, "score": round(score, 4),
-                        "box": [round(v, 1) for v in box]})
+            item: Dict[str, Any] = {"label": label, "class_id": cid, "score": round(score, 4),
+                                    "box": [round(v, 1) for v in box]}
+            if zones is not None:
+                item["zones"] = list(zones[i])
+            out.append(item)
         return out
 
 

@@ -106,8 +106,12 @@ class MqttPublisher:
             self._cmd_thread.start()
 
     def publish_detections(self, camera: str, frame_index: int, capture_ts: float, width: int, height: int,
-                           detections: Detections, latency_ms: Mapping[str, float]) -> bool:
-        """Queue the detections message of one processed frame; False if skipped or dropped."""
+                           detections: Detections, latency_ms: Mapping[str, float],
+                           zones: Optional[Sequence[Sequence[str]]] = None) -> bool:
+        """Queue the detections message of one processed frame; False if skipped or dropped.
+
+        ``zones``: per detection, the names of the camera's zones it is in (cameras with zones).
+        """
         if not self._started or self._sender.stopping.is_set():
             return False
         now = time.monotonic()
@@ -122,7 +126,7 @@ class MqttPublisher:
             payload = detections_payload(
                 device=self.config.device.id, camera=camera, run=self.run, seq=seq, frame=frame_index,
                 skipped=gate.take_skipped(), ts=capture_ts, width=width, height=height, model=self.model_name,
-                latency_ms=latency_ms, detections=detections, names=self.class_names)
+                latency_ms=latency_ms, detections=detections, names=self.class_names, zones=zones)
             try:
                 data = encode(payload)
             except ValueError as exc:  # NaN or infinity from a broken model: not JSON

@@ -64,8 +64,12 @@ class Topics:
 
 def detections_payload(*, device: str, camera: str, run: str, seq: int, frame: int, skipped: int,
                        ts: float, width: int, height: int, model: str, latency_ms: Mapping[str, float],
-                       detections: Detections, names: Sequence[str]) -> Dict[str, Any]:
-    """The ``detections/1`` message of one processed frame (schemas/detections.schema.json)."""
+                       detections: Detections, names: Sequence[str],
+                       zones: Optional[Sequence[Sequence[str]]] = None) -> Dict[str, Any]:
+    """The ``detections/1`` message of one processed frame (schemas/detections.schema.json).
+
+    ``zones``: the zone names of each detection, for a camera with zones (``zones`` key per box).
+    """
     return {
         "schema": DETECTIONS_SCHEMA,
         "device": device,
@@ -79,7 +83,7 @@ def detections_payload(*, device: str, camera: str, run: str, seq: int, frame: i
         "height": int(height),
         "model": model,
         "latency_ms": {str(k): round(float(v), 3) for k, v in latency_ms.items()},
-        "detections": detections.to_list(names),
+        "detections": detections.to_list(names, zones),
     }
 
 

@@ -113,6 +113,60 @@ def test_sighup_applies_a_new_threshold_without_reloading_the_model(broker, tmp_
     assert "reloaded: conf 1.00" in err
 
 
+@pytest.fixture(scope="module")
+def spread_clip(tmp_path_factory):
+    """Shapes on both halves of the picture (seed 9: about as many left as right)."""
+    path = tmp_path_factory.mktemp("spread") / "clip.mp4"
+    make_video(path, frames=20, fps=15, seed=9, width=320, height=240)
+    return path
+
+
+def zone_half(name, side):
+    """A zone over the left or right half of the 320x240 clip."""
+    x0, x1 = (0, 160) if side == "left" else (160, 320)
+    return {"name": name, "polygon": [[x0, 0], [x1, 0], [x1, 240], [x0, 240]]}
+
+
+def bottom_centre_x(detection):
+    x1, _, x2, _ = detection["box"]
+    return (x1 + x2) / 2
+
+
+def test_zones_tag_and_filter_detections_and_sighup_moves_them(broker, tmp_path, spread_clip):
+    top = {"name": "top", "polygon": [[0, 0], [1, 0], [1, 0.5], [0, 0.5]], "units": "fraction",
+           "anchor": "center"}
+    config = write_config(tmp_path, broker, spread_clip, loop=True, realtime=True,
+                          zones=[zone_half("left", "left"), top], require_zone=True)
+    sub = Subscriber(broker, ["detection-agent/box/cam/detections"])
+    try:
+        agent = start_agent(config)
+        wait(lambda: sum(len(m["detections"]) for m in detections_of(sub)) >= 10, 60, "zoned detections")
+        before = detections_of(sub)
+        data = yaml.safe_load(config.read_text())
+        data["cameras"][0]["zones"] = [zone_half("right", "right")]
+        config.write_text(yaml.safe_dump(data))
+        agent.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        count = len(detections_of(sub))
+        wait(lambda: sum(len(m["detections"]) for m in detections_of(sub)[count:]) >= 10, 30,
+             "detections after the reload")
+        after = detections_of(sub)[count:]
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=10)
+    finally:
+        sub.close()
+    tagged = [d for m in before for d in m["detections"]]
+    for d in tagged:
+        x1, y1, x2, y2 = d["box"]
+        expected = [name for name, inside in (("left", (x1 + x2) / 2 < 160), ("top", (y1 + y2) / 2 < 120))
+                    if inside]
+        assert d["zones"] == expected, d  # require_zone: never an empty list
+    assert {"left", "top"} <= {z for d in tagged for z in d["zones"]}
+    moved = [d for m in after for d in m["detections"]]
+    assert all(d["zones"] == ["right"] and bottom_centre_x(d) >= 160 for d in moved)
+    assert err.count("with the ") == 1 and "zones on 1 camera(s)" in err
+
+
 def test_systemd_notify_protocol(broker, tmp_path, clip):
     notify = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
