@@ -43,7 +43,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import run_daemon
 
-    return run_daemon(args.config, args.set, max_frames=args.max_frames, duration=args.duration,
+    overrides = list(args.set)
+    if args.preview is not None:
+        overrides += ["preview.enabled=true", f"preview.port={args.preview}"]
+    return run_daemon(args.config, overrides, max_frames=args.max_frames, duration=args.duration,
                       video_dir=args.save_video)
 
 
@@ -151,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="stop after this many frames (tests, demos)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--save-video", metavar="DIR", help="also write an annotated video per camera here")
+    p.add_argument("--preview", type=int, metavar="PORT",
+                   help="serve a live MJPEG view of the cameras on http://127.0.0.1:PORT/ (0: any free port)")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file")

@@ -423,6 +423,17 @@ class SpoolConfig(_Model):
     _duration = field_validator("max_age", mode="before")(parse_duration)
 
 
+class PreviewConfig(_Model):
+    """A live MJPEG view of every camera with boxes and zones, for setting cameras up."""
+
+    enabled: bool = False
+    # Loopback by default: the pictures are served without authentication.
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8090, ge=0, le=65535)  # 0: any free port (logged)
+    max_fps: float = Field(5.0, gt=0, le=60)  # per camera, while someone watches
+    jpeg_quality: int = Field(80, ge=1, le=100)
+
+
 class ServiceConfig(_Model):
     state_dir: str = Field("/var/lib/detection-agent", min_length=1)
     watchdog: bool = True  # ping systemd's watchdog when WATCHDOG_USEC is set
@@ -448,6 +459,7 @@ class AgentConfig(_Model):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    preview: PreviewConfig = Field(default_factory=PreviewConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

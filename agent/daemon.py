@@ -72,6 +72,7 @@ class Daemon:
         self.publisher: Optional[object] = None
         self.mqtt_sink: Optional[MqttSink] = None
         self.video_sink: Optional[VideoSink] = None
+        self.preview: Optional[object] = None  # agent.preview.PreviewServer when enabled
         self.class_names: List[str] = []
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -123,7 +124,21 @@ class Daemon:
             self.video_sink = VideoSink(self.video_dir, names, fps=self.cfg.cameras[0].fps or 15.0,
                                         zones=self.pipeline.zones)
             sinks.append(self.video_sink)
+        if self.cfg.preview.enabled:
+            sinks.append(self._start_preview(names))
         return sinks
+
+    def _start_preview(self, names: Sequence[str]) -> Sink:
+        from .preview import PreviewServer
+
+        options = self.cfg.preview
+        assert self.pipeline is not None
+        preview = PreviewServer(names, host=options.host, port=options.port, max_fps=options.max_fps,
+                                jpeg_quality=options.jpeg_quality, zones=self.pipeline.zones,
+                                cameras=[c.name for c in self.cfg.enabled_cameras])
+        preview.start()  # logs its URL; a port in use is a ConfigError naming host:port
+        self.preview = preview
+        return preview
 
     def _register_commands(self, publisher: object) -> None:
         commands = getattr(publisher, "commands", None)
@@ -234,6 +249,8 @@ class Daemon:
         self.pipeline.zones = zones
         if self.video_sink is not None:
             self.video_sink.zones = zones
+        if self.preview is not None:
+            self.preview.set_zones(zones)  # type: ignore[attr-defined]
         log.info("reloaded: conf %.2f, iou %.2f, zones on %d camera(s)", settings.conf_threshold,
                  settings.iou_threshold, len(zones))
 

@@ -167,6 +167,62 @@ def test_zones_tag_and_filter_detections_and_sighup_moves_them(broker, tmp_path,
     assert err.count("with the ") == 1 and "zones on 1 camera(s)" in err
 
 
+def test_preview_serves_the_running_cameras(broker, tmp_path, spread_clip):
+    import re
+    import urllib.error
+    import urllib.request
+
+    import cv2
+    import numpy as np
+
+    config = write_config(tmp_path, broker, spread_clip, loop=True, realtime=True,
+                          zones=[zone_half("left", "left")])
+    agent = start_agent(config, "--preview", "0")
+    try:
+        url = None
+        for line in agent.stderr:  # the log line that names the bound port
+            found = re.search(r"camera preview at (http://127\.0\.0\.1:\d+/)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "no preview URL in the log"
+        index = urllib.request.urlopen(url, timeout=10).read().decode()
+        jpegs = []
+
+        def snapshot_ready():  # 503 until the camera's first frame is through
+            with contextlib.suppress(urllib.error.HTTPError):
+                jpegs.append(urllib.request.urlopen(url + "cam.jpg", timeout=10).read())
+            return bool(jpegs)
+
+        wait(snapshot_ready, 60, "the first preview picture", interval=0.2)
+        jpeg = jpegs[0]
+        with urllib.request.urlopen(url + "cam.mjpg", timeout=10) as stream:
+            head = stream.read(4096)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=10)
+    assert "cam.mjpg" in index
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (240, 320, 3)
+    assert b"--frame" in head and b"image/jpeg" in head
+    assert agent.returncode == 0
+
+
+def test_preview_port_in_use_is_a_one_line_error(broker, tmp_path, spread_clip):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        agent = start_agent(write_config(tmp_path, broker, spread_clip), "--preview", str(port))
+        _, err = agent.communicate(timeout=60)
+    finally:
+        taken.close()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert agent.returncode == 2, err
+    assert len(errors) == 1 and errors[0].startswith(f"error: preview: cannot listen on 127.0.0.1:{port}")
+
+
 def test_systemd_notify_protocol(broker, tmp_path, clip):
     notify = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
