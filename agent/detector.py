@@ -1,7 +1,8 @@
 """One object that turns images into ``Detections``: preprocess -> backend -> postprocess.
 
 Shared by ``detect``, the daemon's inference thread and ``eval --model``, so the three
-cannot drift apart. Not thread-safe: it owns one backend and one reused input buffer.
+cannot drift apart. Not thread-safe: it owns one backend and one reused input buffer; only
+``prepare`` may be called from other threads (each call allocates its own input).
 """
 
 from __future__ import annotations
@@ -9,16 +10,24 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from .backends.base import Backend, open_backend
 from .postprocess.postprocessor import Postprocessor, PostprocessSettings
-from .preprocess import Preprocessor
+from .preprocess import FitTransform, Preprocessor
 from .types import Detections
 
 log = logging.getLogger(__name__)
+
+
+class Prepared(NamedTuple):
+    """A frame already made into network input (``Detector.prepare``), waiting for inference."""
+
+    tensor: np.ndarray  # (1, 3, H, W)
+    transform: FitTransform
+    preprocess_ms: float
 
 
 class Detector:
@@ -56,12 +65,33 @@ class Detector:
     def _run_batch(self, images: Sequence[np.ndarray]) -> List[Detections]:
         t0 = time.perf_counter()
         tensor, transforms = self.preprocess(images)
+        return self._infer(tensor, transforms, (time.perf_counter() - t0) * 1e3)
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """``image`` made into its own network input; thread-safe (capture threads call it)."""
+        t0 = time.perf_counter()
+        tensor, transform = self.preprocess.prepare(image)
+        return Prepared(tensor, transform, (time.perf_counter() - t0) * 1e3)
+
+    def run_prepared(self, batch: Sequence[Prepared]) -> List[Detections]:
+        """Detections for inputs made by ``prepare``, at most ``preprocess.batch_size`` of them."""
+        if len(batch) == 1:
+            tensor = batch[0].tensor  # already (1, 3, H, W): no copy
+        else:
+            tensor = self.preprocess.buffer(len(batch))
+            for slot, item in enumerate(batch):
+                tensor[slot] = item.tensor[0]
+        return self._infer(tensor, [item.transform for item in batch],
+                           max(item.preprocess_ms for item in batch))
+
+    def _infer(self, tensor: np.ndarray, transforms: Sequence[FitTransform], preprocess_ms: float
+               ) -> List[Detections]:
         t1 = time.perf_counter()
         outputs = self.backend.infer(tensor)
         t2 = time.perf_counter()
         detections = self.postprocess(outputs, transforms)
         t3 = time.perf_counter()
-        self.last_latency_ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
+        self.last_latency_ms = {"preprocess": preprocess_ms, "inference": (t2 - t1) * 1e3,
                                 "postprocess": (t3 - t2) * 1e3}
         return detections
 

@@ -2,9 +2,11 @@
 
 - Each ``Camera`` reads in its own thread (newest frame for live sources, every frame for
   files) and wakes the inference thread when a frame is ready.
+- Each camera's thread also makes its frame into network input (``Detector.prepare``:
+  letterbox, RGB, scale), so that work overlaps the inference of the previous frame.
 - The inference thread owns the ``Detector`` (and so the CUDA context): it creates it,
   batches the frames of several cameras when the model takes a batch, runs
-  preprocess -> infer -> postprocess, and hands the results on.
+  infer -> postprocess, and hands the results on.
 - The publish thread gives each result to the sinks (MQTT, an annotated video...). The
   queue between them is bounded; a full queue is waited on in short steps that check the
   stop event, so nothing blocks forever and shutdown always finishes.
@@ -94,6 +96,8 @@ class Pipeline:
         if on_loaded is not None and self.detector is not None:
             on_loaded(self.detector)
         for camera in self.cameras:
+            if self.detector is not None:
+                camera.prepare = self.detector.prepare  # preprocessing runs in the capture threads
             camera.start()
 
     def pause(self) -> None:
@@ -164,7 +168,12 @@ class Pipeline:
             if self._paused.is_set():
                 self.metrics.count("frames_paused", len(frames))
                 continue
-            results = detector([f.image for f in frames])
+            if all(f.prepared is not None for f in frames):
+                results = detector.run_prepared([f.prepared for f in frames])
+            else:
+                results = detector([f.image for f in frames])
+            for frame in frames:
+                frame.prepared = None  # the input tensor is done with: do not queue it to the sinks
             stages = dict(detector.last_latency_ms)
             for name, value in stages.items():
                 self.metrics.observe(name, value)

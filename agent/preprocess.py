@@ -122,18 +122,37 @@ class Preprocessor:
     def batch_size(self) -> int:
         return int(self._tensor.shape[0])
 
+    def buffer(self, count: int) -> np.ndarray:
+        """The first ``count`` slots of the reused input buffer, to be filled by the caller."""
+        if not 1 <= count <= self.batch_size:
+            raise ValueError(f"expected 1..{self.batch_size} images, got {count}")
+        return self._tensor[:count]
+
     def __call__(self, images: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[FitTransform]]:
         """Fill the buffer with ``images`` (at most ``batch_size``); returns the filled part."""
         if not 1 <= len(images) <= self.batch_size:
             raise ValueError(f"expected 1..{self.batch_size} images, got {len(images)}")
-        transforms = []
-        for slot, image in enumerate(images):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")
-            transform = fit_transform(image.shape[:2], self.input_size, self.mode)
-            fit_image(image, transform, self.input_size, out=self._canvas)
-            # HWC BGR -> CHW RGB and scale to [0, 1], written straight into the reused buffer.
-            chw_rgb = self._canvas.transpose(2, 0, 1)[::-1]
-            np.multiply(chw_rgb, np.float32(1.0 / 255.0), out=self._tensor[slot], casting="unsafe")
-            transforms.append(transform)
+        transforms = [self._fill(image, self._tensor[slot], self._canvas)
+                      for slot, image in enumerate(images)]
         return self._tensor[: len(images)], transforms
+
+    def prepare(self, image: np.ndarray) -> Tuple[np.ndarray, FitTransform]:
+        """One image as its own (1, 3, H, W) tensor, in fresh memory; safe from any thread.
+
+        The pipeline calls this in each camera's capture thread, so fitting and scaling a
+        frame overlaps the inference of the previous one instead of delaying it.
+        """
+        h, w = self.input_size
+        tensor = np.empty((1, 3, h, w), self.dtype)
+        transform = self._fill(image, tensor[0], np.empty((h, w, 3), np.uint8))
+        return tensor, transform
+
+    def _fill(self, image: np.ndarray, out: np.ndarray, canvas: np.ndarray) -> FitTransform:
+        """Write ``image`` fitted, RGB, CHW and scaled to [0, 1] into ``out`` (3, H, W)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")
+        transform = fit_transform(image.shape[:2], self.input_size, self.mode)
+        fit_image(image, transform, self.input_size, out=canvas)
+        chw_rgb = canvas.transpose(2, 0, 1)[::-1]  # HWC BGR -> CHW RGB: a view, no copy
+        np.multiply(chw_rgb, np.float32(1.0 / 255.0), out=out, casting="unsafe")
+        return transform

@@ -92,6 +92,8 @@ class Frame:
     index: int
     wall_time: float = dataclasses.field(default_factory=time.time)
     mono_time: float = dataclasses.field(default_factory=time.monotonic)
+    #: The network input made from ``image`` in the capture thread (``Detector.prepare``), if any.
+    prepared: Optional[Any] = None
 
     @property
     def height(self) -> int:

@@ -23,7 +23,7 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Deque, Optional, Tuple
+from typing import Any, Callable, Deque, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -59,6 +59,9 @@ class Camera:
                  on_frame: Optional[Callable[[], None]] = None) -> None:
         self.config = config
         self._on_frame = on_frame  # wakes a consumer that waits on several cameras at once
+        # Runs on each frame in this camera's thread before delivery (the pipeline sets it to
+        # make the network input here, in parallel with inference); its result is ``prepared``.
+        self.prepare: Optional[Callable[[np.ndarray], Any]] = None
         self.name = config.name
         self.spec = spec or source_spec(config)
         self.realtime = config.effective_realtime
@@ -184,6 +187,8 @@ class Camera:
             last_good = now
             frame = Frame(image, self.name, index)
             index += 1
+            if self.prepare is not None:
+                frame.prepared = self.prepare(image)
             if pace:
                 next_due += pace
                 if next_due < now - pace:

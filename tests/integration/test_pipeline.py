@@ -4,6 +4,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.capture import Camera
@@ -68,8 +69,9 @@ def test_two_cameras_are_batched_together(clips):
 
     def factory() -> Detector:
         detector = Detector.open(DARKNET, batch_size=2)  # OpenCV DNN takes any batch
-        original = detector._run_batch
-        detector._run_batch = lambda images: batches.append(len(images)) or original(images)
+        original = detector._infer  # every inference path goes through it
+        detector._infer = lambda tensor, transforms, ms: batches.append(len(tensor)) or original(
+            tensor, transforms, ms)
         return detector
 
     run_to_end(Pipeline(cameras, factory, [sink]))
@@ -121,3 +123,29 @@ def test_a_model_that_fails_to_load_is_reported_to_the_caller(clips, tmp_path):
                         lambda: Detector.open(tmp_path / "missing.onnx"), [ListSink()])
     with pytest.raises(Exception, match="model file not found"):
         pipeline.start()
+
+
+def test_frames_are_prepared_in_the_capture_threads_and_match_direct_detection(clips):
+    sink = ListSink()
+    prepared_in = set()
+    direct = Detector.open(MODEL)
+
+    def factory() -> Detector:
+        detector = Detector.open(MODEL)
+        original = detector.prepare
+
+        def spy(image):
+            prepared_in.add(threading.current_thread().name)
+            return original(image)
+
+        detector.prepare = spy
+        return detector
+
+    run_to_end(Pipeline([Camera(CameraConfig(name="cam", source=str(clips[0])))], factory, [sink]))
+    assert prepared_in == {"capture-cam"}
+    assert len(sink.results) == 12
+    for result in sink.results:
+        assert result.frame.prepared is None  # released once inferred, not carried to the sinks
+        expected = direct([result.frame.image])[0]
+        np.testing.assert_allclose(result.detections.xyxy, expected.xyxy, atol=1e-3)
+        assert result.detections.class_ids.tolist() == expected.class_ids.tolist()

@@ -99,3 +99,18 @@ def test_preprocessor_float16_and_bad_inputs():
         pre([np.zeros((8, 8), np.uint8)])
     with pytest.raises(ValueError, match="float32 or float16"):
         Preprocessor((64, 64), dtype=np.int8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_prepare_matches_the_batch_path_in_fresh_memory(dtype):
+    pre = Preprocessor((96, 128), "letterbox", batch_size=2, dtype=dtype)
+    image = random_image(75, 200)
+    tensor, transform = pre.prepare(image)
+    batch, transforms = pre([image])
+    assert tensor.shape == (1, 3, 96, 128) and tensor.dtype == dtype
+    assert np.array_equal(tensor, batch) and transform == transforms[0]
+    assert not np.shares_memory(tensor, batch)  # capture threads must not share the buffer
+    second, _ = pre.prepare(image)
+    assert not np.shares_memory(tensor, second)
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        pre.prepare(np.zeros((8, 8), np.uint8))
