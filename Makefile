@@ -52,11 +52,11 @@ soak: $(STAMP)
 	$(BIN)/python -m agent.bench.soak --duration $(SOAK_S)
 
 # The shipped demo model: synthetic shapes, YOLOv3-tiny at a quarter width (so it trains on
-# a CPU), default augmentation recipe, trained at 320 and exported at 416. models/README.md
+# a CPU), default augmentation recipe (40 epochs at 416), exported at 416. models/README.md
 # records what this produced.
 DATA_DIR    := runs/data
 MODEL_WIDTH := 0.25
-TRAIN_ARGS  := --model yolov3-tiny --width $(MODEL_WIDTH) --imgsz 320
+TRAIN_ARGS  := --model yolov3-tiny --width $(MODEL_WIDTH)
 
 $(DATA_DIR)/shapes-train/data.yaml: | $(STAMP)
 	$(BIN)/detection-agent make-dataset shapes --out $(DATA_DIR)/shapes-train --train 1200 --val 200 \

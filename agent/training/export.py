@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -76,10 +77,25 @@ def _write_metadata(path: Path, info: ModelInfo, provenance: Dict[str, Any]) -> 
     props = dict(info.to_metadata())
     props[TRAINING_KEY] = json.dumps({"normalisation": "RGB, pixel / 255, NCHW", **provenance}, default=str)
     existing = {p.key: p for p in model.metadata_props}
+    if "description" in existing:  # ultralytics: "... trained on /abs/path/data.yaml"
+        existing["description"].value = _without_local_paths(existing["description"].value)
     for key, value in props.items():
         entry = existing.get(key) or model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(path))
+
+
+def _without_local_paths(text: str) -> str:
+    """Absolute paths made relative to the working directory (or cut to the file name), so
+    a shipped model does not carry the directories of the machine that built it."""
+    def shorten(match: re.Match) -> str:  # type: ignore[type-arg]
+        path = Path(match.group(0))
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return path.name
+
+    return re.sub(r"(?<![\w.])/[^\s'\",]+", shorten, text)
 
 
 def verify(yolo: Any, onnx_path: Path, info: ModelInfo, images: Sequence[Path]) -> float:

@@ -76,7 +76,7 @@ def test_every_frame_of_a_video_is_published_once(broker, tmp_path, clip):
 
 #: mAP@0.5 the shipped model reaches on the scored clip below (measured: see models/README.md);
 #: the test guards it a little under the measured figure.
-VIDEO_AP50_FLOOR = 0.45
+VIDEO_AP50_FLOOR = 0.38
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="the shipped model is missing")

@@ -7,6 +7,7 @@ Tiny settings keep it to well under a minute on two cores; the real training is
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 pytest.importorskip("ultralytics")
@@ -67,5 +68,8 @@ def test_export_is_self_describing_and_matches_pytorch(trained):
     assert info.input_size == (64, 64) and info.output_format == "anchor_free"
     assert info.resize_mode == "letterbox" and info.strides == [16, 32]
     assert read_training_metadata(out)["recipe"] == "augment-default"
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert props["description"].endswith("trained on data.yaml")  # not the build machine's path
+    assert not any(str(root) in value for value in props.values())
     (output,) = backend.infer(np.zeros((1, 3, 64, 64), np.float32))
     assert output.shape == (1, 4 + 3, (64 // 16) ** 2 + (64 // 32) ** 2)
