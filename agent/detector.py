@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -75,14 +75,28 @@ class Detector:
 
     def run_prepared(self, batch: Sequence[Prepared]) -> List[Detections]:
         """Detections for inputs made by ``prepare``, at most ``preprocess.batch_size`` of them."""
-        if len(batch) == 1:
-            tensor = batch[0].tensor  # already (1, 3, H, W): no copy
-        else:
-            tensor = self.preprocess.buffer(len(batch))
-            for slot, item in enumerate(batch):
-                tensor[slot] = item.tensor[0]
-        return self._infer(tensor, [item.transform for item in batch],
+        return self._infer(self._stack(batch), [item.transform for item in batch],
                            max(item.preprocess_ms for item in batch))
+
+    def infer_prepared(self, batch: Sequence[Prepared]) -> Tuple[List[np.ndarray], float]:
+        """Only the network on inputs made by ``prepare``: (raw outputs, milliseconds).
+
+        The pipeline decodes the outputs (``postprocess``) in another thread, so the
+        inference thread is free for the next batch meanwhile; every backend returns
+        outputs that the next call does not overwrite.
+        """
+        tensor = self._stack(batch)
+        t0 = time.perf_counter()
+        outputs = self.backend.infer(tensor)
+        return outputs, (time.perf_counter() - t0) * 1e3
+
+    def _stack(self, batch: Sequence[Prepared]) -> np.ndarray:
+        if len(batch) == 1:
+            return batch[0].tensor  # already (1, 3, H, W): no copy
+        tensor = self.preprocess.buffer(len(batch))
+        for slot, item in enumerate(batch):
+            tensor[slot] = item.tensor[0]
+        return tensor
 
     def _infer(self, tensor: np.ndarray, transforms: Sequence[FitTransform], preprocess_ms: float
                ) -> List[Detections]:

@@ -5,9 +5,10 @@
 - Each camera's thread also makes its frame into network input (``Detector.prepare``:
   letterbox, RGB, scale), so that work overlaps the inference of the previous frame.
 - The inference thread owns the ``Detector`` (and so the CUDA context): it creates it,
-  batches the frames of several cameras when the model takes a batch, runs
-  infer -> postprocess, and hands the results on.
-- The publish thread gives each result to the sinks (MQTT, an annotated video...). The
+  batches the frames of several cameras when the model takes a batch, runs the network
+  and hands the raw outputs on: it does nothing else, so it is free for the next batch.
+- The publish thread decodes the outputs (NMS, class filters, zones) and gives each
+  result to the sinks (MQTT, an annotated video...). The
   queue between them is bounded; a full queue is waited on in short steps that check the
   stop event, so nothing blocks forever and shutdown always finishes.
 
@@ -23,15 +24,18 @@ import threading
 import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Sequence
 
+import numpy as np
+
 from .capture import Camera
 from .detector import Detector
 from .metrics import StageMetrics
+from .preprocess import FitTransform
 from .types import Detections, Frame
 from .zones import ZoneFilter
 
 log = logging.getLogger(__name__)
 
-QUEUE_SIZE = 32  # results waiting for the sinks
+QUEUE_SIZE = 32  # inferred batches waiting to be decoded and published
 POLL_S = 0.1  # the longest any thread waits before it looks at the stop event again
 
 
@@ -40,6 +44,15 @@ class FrameResult(NamedTuple):
     detections: Detections
     latency_ms: Dict[str, float]
     zones: Optional[List[List[str]]] = None  # per detection, when the camera has zones
+
+
+class _Inferred(NamedTuple):
+    """One batch between the inference and the publish thread: raw outputs, not yet decoded."""
+
+    frames: List[Frame]
+    outputs: List[np.ndarray]
+    transforms: List[FitTransform]
+    stages: Dict[str, float]  # milliseconds per stage so far
 
 
 class Sink(Protocol):
@@ -69,7 +82,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._paused = threading.Event()
         self._frame_ready = threading.Event()
-        self._results: queue.Queue = queue.Queue(QUEUE_SIZE)  # FrameResult, or None at the end
+        self._results: queue.Queue = queue.Queue(QUEUE_SIZE)  # _Inferred batches, or None at the end
         self._loaded = threading.Event()
         self._threads: List[threading.Thread] = []
         self._pending_changes: queue.Queue = queue.Queue()  # callables taking the Detector
@@ -111,7 +124,8 @@ class Pipeline:
         return self._paused.is_set()
 
     def change_detector(self, change: Callable[[Detector], None]) -> None:
-        """Apply ``change`` to the detector in the inference thread, between two batches."""
+        """Apply ``change`` to the detector's postprocessing in the publish thread (which
+        decodes the outputs), between two batches."""
         self._pending_changes.put(change)
         self._frame_ready.set()
 
@@ -156,7 +170,6 @@ class Pipeline:
         batch_size = detector.preprocess.batch_size
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
-            self._apply_changes(detector)
             self._frame_ready.clear()
             frames = self._collect(batch_size)
             if not frames:
@@ -168,25 +181,14 @@ class Pipeline:
             if self._paused.is_set():
                 self.metrics.count("frames_paused", len(frames))
                 continue
-            if all(f.prepared is not None for f in frames):
-                results = detector.run_prepared([f.prepared for f in frames])
-            else:
-                results = detector([f.image for f in frames])
+            prepared = [f.prepared if f.prepared is not None else detector.prepare(f.image) for f in frames]
+            outputs, inference_ms = detector.infer_prepared(prepared)
             for frame in frames:
                 frame.prepared = None  # the input tensor is done with: do not queue it to the sinks
-            stages = dict(detector.last_latency_ms)
+            stages = {"preprocess": max(p.preprocess_ms for p in prepared), "inference": inference_ms}
             for name, value in stages.items():
                 self.metrics.observe(name, value)
-            zones = self.zones
-            for frame, dets in zip(frames, results):
-                self.metrics.fps.tick()
-                zone_filter = zones.get(frame.camera)
-                if zone_filter is None:
-                    self._results_put(FrameResult(frame, dets, stages))
-                else:
-                    kept, in_zones = zone_filter.apply(dets, frame.width, frame.height)
-                    self.metrics.count("detections_outside_zones", len(dets) - len(kept))
-                    self._results_put(FrameResult(frame, kept, stages, in_zones))
+            self._results_put(_Inferred(frames, outputs, [p.transform for p in prepared], stages))
             self.frames_processed += len(frames)
             self.first_frame_done.set()
             if self.max_frames is not None and self.frames_processed >= self.max_frames:
@@ -234,20 +236,50 @@ class Pipeline:
     def _publish_loop(self) -> None:
         while True:
             try:
-                result = self._results.get(timeout=POLL_S)
+                item = self._results.get(timeout=POLL_S)
             except queue.Empty:
                 if self._stop.is_set() and not any(t.is_alive() for t in self._threads[:1]):
                     return
                 continue
-            if result is None:
+            if item is None:
                 return
-            for sink in self.sinks:
-                try:
-                    sink.handle(result)
-                except Exception:  # a sink failing must not stop the others or the pipeline
-                    self.metrics.count(f"sink_errors_{type(sink).__name__}")
-                    log.exception("sink %s failed", type(sink).__name__)
-            self.metrics.observe("capture_to_publish", (time.monotonic() - result.frame.mono_time) * 1e3)
+            detector = self.detector
+            assert detector is not None
+            self._apply_changes(detector)  # thresholds change between batches, where they are used
+            try:
+                results = self._decode(detector, item)
+            except Exception as exc:  # a model whose outputs cannot be decoded: stop, say why
+                log.exception("decoding the model's outputs failed")
+                self.error = exc
+                self.finished.set()
+                continue
+            for result in results:
+                for sink in self.sinks:
+                    try:
+                        sink.handle(result)
+                    except Exception:  # a sink failing must not stop the others or the pipeline
+                        self.metrics.count(f"sink_errors_{type(sink).__name__}")
+                        log.exception("sink %s failed", type(sink).__name__)
+                self.metrics.observe("capture_to_publish", (time.monotonic() - result.frame.mono_time) * 1e3)
+
+    def _decode(self, detector: Detector, item: _Inferred) -> List[FrameResult]:
+        """Raw outputs -> detections (NMS, class filters) -> zones, one ``FrameResult`` per frame."""
+        started = time.perf_counter()
+        batch = detector.postprocess(item.outputs, item.transforms)
+        stages = dict(item.stages, postprocess=(time.perf_counter() - started) * 1e3)
+        self.metrics.observe("postprocess", stages["postprocess"])
+        zones = self.zones
+        results = []
+        for frame, dets in zip(item.frames, batch):
+            self.metrics.fps.tick()
+            zone_filter = zones.get(frame.camera)
+            if zone_filter is None:
+                results.append(FrameResult(frame, dets, stages))
+            else:
+                kept, in_zones = zone_filter.apply(dets, frame.width, frame.height)
+                self.metrics.count("detections_outside_zones", len(dets) - len(kept))
+                results.append(FrameResult(frame, kept, stages, in_zones))
+        return results
 
     def stats(self) -> Dict[str, object]:
         stats = self.metrics.snapshot()

@@ -69,9 +69,8 @@ def test_two_cameras_are_batched_together(clips):
 
     def factory() -> Detector:
         detector = Detector.open(DARKNET, batch_size=2)  # OpenCV DNN takes any batch
-        original = detector._infer  # every inference path goes through it
-        detector._infer = lambda tensor, transforms, ms: batches.append(len(tensor)) or original(
-            tensor, transforms, ms)
+        original = detector.infer_prepared  # the pipeline's one call into the network
+        detector.infer_prepared = lambda batch: batches.append(len(batch)) or original(batch)
         return detector
 
     run_to_end(Pipeline(cameras, factory, [sink]))
