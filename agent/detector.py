@@ -73,11 +73,6 @@ class Detector:
         tensor, transform = self.preprocess.prepare(image)
         return Prepared(tensor, transform, (time.perf_counter() - t0) * 1e3)
 
-    def run_prepared(self, batch: Sequence[Prepared]) -> List[Detections]:
-        """Detections for inputs made by ``prepare``, at most ``preprocess.batch_size`` of them."""
-        return self._infer(self._stack(batch), [item.transform for item in batch],
-                           max(item.preprocess_ms for item in batch))
-
     def infer_prepared(self, batch: Sequence[Prepared]) -> Tuple[List[np.ndarray], float]:
         """Only the network on inputs made by ``prepare``: (raw outputs, milliseconds).
 

@@ -127,7 +127,6 @@ class Pipeline:
         """Apply ``change`` to the detector's postprocessing in the publish thread (which
         decodes the outputs), between two batches."""
         self._pending_changes.put(change)
-        self._frame_ready.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop capture, finish the frame in flight, drain the results to the sinks, close them."""
