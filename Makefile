@@ -17,13 +17,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# tests/integration/test_systemd.py needs systemd-analyze (package systemd): installed here when
-# missing and run as root (CI containers); otherwise those tests skip and say why.
+# tests/integration/test_systemd.py needs systemd-analyze (package systemd) and shellcheck:
+# installed here when missing and run as root (CI containers); otherwise those tests skip
+# and say why.
 test: $(STAMP)
-	@command -v systemd-analyze >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
-		{ export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq systemd >/dev/null 2>&1 || \
-		{ apt-get update -qq && apt-get install -y -qq systemd >/dev/null; }; } || \
-		echo "warning: could not install systemd: the systemd unit tests will be skipped"
+	@for tool in systemd-analyze:systemd shellcheck:shellcheck; do \
+		command -v $${tool%%:*} >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq $${tool##*:} >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq $${tool##*:} >/dev/null; }; } || \
+		echo "warning: could not install $${tool##*:}: some systemd unit tests will be skipped"; \
+	done
 	@# The MQTT tests start their own Mosquitto on a free loopback port: the binary must exist.
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
 		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && export DEBIAN_FRONTEND=noninteractive && \
