@@ -55,36 +55,12 @@ def test_voc_xml_against_results_keyed_by_file_stem(tmp_path):
             )
     pred = tmp_path / "dets.json"
     pred.write_text(json.dumps(dets))
-    proc = agent(
-        "eval",
-        "--gt",
-        base / "gts_vocpascal_format",
-        "--pred",
-        pred,
-        "--metric",
-        "voc07",
-        "--iou",
-        "0.5",
-        rc=2,
-    )
+    voc07 = ["eval", "--gt", base / "gts_vocpascal_format", "--pred", pred,
+             "--metric", "voc07", "--iou", "0.5"]
+    proc = agent(*voc07, rc=2)
     assert proc.stderr.startswith(f"error: {pred}: [") and "--outside-boxes keep|clip" in proc.stderr
     out = tmp_path / "voc.json"
-    agent(
-        "eval",
-        "--gt",
-        base / "gts_vocpascal_format",
-        "--pred",
-        pred,
-        "--metric",
-        "voc07",
-        "--iou",
-        "0.5",
-        "--outside-boxes",
-        "keep",
-        "--json",
-        out,
-        rc=0,
-    )
+    agent(*voc07, "--outside-boxes", "keep", "--json", out, rc=0)
     data = json.loads(out.read_text())
     assert (data["metric"], data["iou"]) == ("voc07", 0.5)
     assert data["mAP"] == pytest.approx(0.8863636363636366, abs=1e-12) and data["plus_one"] is True
