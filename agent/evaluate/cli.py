@@ -28,7 +28,11 @@ def add_parser(subparsers) -> None:
         "--gt", help="ground truth: COCO instances .json, YOLO data YAML or folder, VOC XML folder"
     )
     files.add_argument(
-        "--pred", help="predictions: COCO results .json, folder of YOLO txt, recordings .jsonl"
+        "--pred",
+        nargs="+",
+        metavar="PRED",
+        help="predictions: COCO results .json, folder of YOLO txt, recordings .jsonl; several "
+        "recordings (of shared-subscription recorders, record --share) are read as one",
     )
     files.add_argument("--gt-format", choices=["coco", "yolo", "voc"], help="default: from the path")
     files.add_argument("--pred-format", choices=["coco", "yolo", "jsonl"], help="default: from the path")

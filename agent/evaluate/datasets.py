@@ -117,9 +117,18 @@ def load_ground_truth(
 
 
 def load_predictions(
-    path: PathLike, gt: GroundTruth, fmt: Optional[str] = None, options: Optional[ReadOptions] = None
+    path: Union[PathLike, Sequence[PathLike]],
+    gt: GroundTruth,
+    fmt: Optional[str] = None,
+    options: Optional[ReadOptions] = None,
 ) -> Predictions:
+    """Predictions from ``path``; a list of several paths is read as one, recordings only."""
     options = options or ReadOptions()
+    if not isinstance(path, (str, Path)):
+        paths = list(path)
+        if len(paths) != 1:
+            return _several_recordings(paths, gt, fmt, options)
+        path = paths[0]
     fmt = fmt or detect_pred_format(path)
     if fmt == "coco":
         preds = coco_predictions(Path(path), gt, options)
@@ -134,6 +143,25 @@ def load_predictions(
     else:
         raise DataError(f"unknown predictions format {fmt!r}; expected one of {', '.join(PRED_FORMATS)}")
     log.info("%s: %d predictions (%s)", preds.source, len(preds), fmt)
+    return preds
+
+
+def _several_recordings(
+    paths: List[PathLike], gt: GroundTruth, fmt: Optional[str], options: ReadOptions
+) -> Predictions:
+    # What the recorders of one shared subscription saved between them (record --share).
+    if not paths:
+        raise DataError("no predictions file given")
+    for path in paths:
+        if (fmt or detect_pred_format(path)) != "jsonl":
+            raise DataError(
+                f"{path}: several prediction files are read as one only when they are recordings "
+                "(.jsonl); pass one COCO results file or YOLO folder"
+            )
+    from .recordings import recording_predictions
+
+    preds = recording_predictions([Path(p) for p in paths], gt, options)
+    log.info("%s: %d predictions (jsonl, %d files)", preds.source, len(preds), len(paths))
     return preds
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
@@ -86,7 +86,7 @@ def evaluate(
 
 def evaluate_files(
     gt_path: PathLike,
-    pred_path: PathLike,
+    pred_path: Union[PathLike, Sequence[PathLike]],
     gt_format: Optional[str] = None,
     pred_format: Optional[str] = None,
     options: Optional[ReadOptions] = None,

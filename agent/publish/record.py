@@ -9,6 +9,13 @@ the messages missing inside it and the duplicates (docs/mqtt.md explains the rul
 With ``--client-id`` the subscription is a persistent session: messages published while
 the recorder is away are delivered when it comes back.
 
+With ``--share GROUP`` the recorder joins the shared subscription ``$share/GROUP/FILTER``
+(MQTT 5 by default): the broker hands each message to one member of the group, so several
+recorders split one fleet's traffic and their files together hold every message (``eval``
+reads several recordings as one). ``--summary`` writes the report as JSON, with the
+end-to-end latency (receive time minus the message's ``ts``) as a histogram that adds up
+across the members of a group (latency.py).
+
 Only the standard library is imported at module level; paho when the command runs.
 """
 
@@ -23,6 +30,8 @@ import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set, TextIO, Tuple
+
+from .latency import LatencyHistogram
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +56,16 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--count", type=int, metavar="N", help="stop after N messages")
     p.add_argument("--qos", type=int, choices=[0, 1, 2], default=1, help="subscription QoS (default 1)")
     p.add_argument("--client-id", help="use a persistent session under this client id")
-    p.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1", help="MQTT version (default 3.1.1)")
+    p.add_argument("--protocol", choices=["3.1.1", "5"], help="MQTT version (default 3.1.1; 5 with --share)")
+    p.add_argument("--share", metavar="GROUP",
+                   help="join the shared subscription $share/GROUP/FILTER: recorders of one GROUP split "
+                        "the messages (use a --client-id each, so none is lost while one restarts)")
+    p.add_argument("--session-expiry", type=int, default=86400, metavar="S",
+                   help="MQTT 5 with --client-id: seconds the broker keeps the session while the "
+                        "recorder is away (default 86400)")
+    p.add_argument("--summary", metavar="FILE.json",
+                   help="also write the report as JSON: per-stream seq ranges, gaps and duplicates, "
+                        "end-to-end latency histogram")
     p.add_argument("--username", help="user name; the password comes from $MQTT_PASSWORD or --password-file")
     p.add_argument("--password-file", metavar="FILE", help="file whose first line is the password")
     p.add_argument("--ca-file", metavar="PEM",
@@ -56,6 +74,22 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--key-file", metavar="PEM", help="client certificate's private key")
     p.add_argument("--tls", action="store_true", help="TLS with the system's CA certificates")
     p.set_defaults(handler=run_record)
+
+
+def shared_filters(group: Optional[str], topics: Sequence[str]) -> List[str]:
+    """``$share/GROUP/FILTER`` for each filter (unchanged without a group); ``BadInputError``
+    for a group name MQTT forbids (empty, or with ``/``, ``+`` or ``#``)."""
+    from ..errors import BadInputError
+
+    if group is None:
+        return list(topics)
+    if not group or set(group) & {"/", "+", "#"}:
+        raise BadInputError(f"--share {group!r}: a group name is not empty and has no '/', '+' or '#'")
+    for topic in topics:
+        if topic.startswith("$share/"):
+            raise BadInputError(f"--topic {topic!r} is already a shared subscription; drop --share or "
+                                "give the plain filter")
+    return [f"$share/{group}/{topic}" for topic in topics]
 
 
 def parse_broker(text: str) -> Tuple[str, int]:
@@ -137,12 +171,14 @@ class Recorder:
         self.out = out
         self.limit = count
         self.tracker = SeqTracker()
+        self.latency = LatencyHistogram()  # receive time - ts, for messages that carry a ts
         self.recorded = 0
         self.skipped = 0
         self.done = threading.Event()
         self._lock = threading.Lock()
 
     def feed(self, payload: bytes) -> None:
+        received = time.time()
         try:
             text = payload.decode("utf-8")
             message = json.loads(text)
@@ -160,6 +196,9 @@ class Recorder:
             self.out.flush()
             self.recorded += 1
             self.tracker.add(message)
+            ts = message.get("ts")
+            if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+                self.latency.add(received - ts)
             if self.limit is not None and self.recorded >= self.limit:
                 self.done.set()
 
@@ -182,7 +221,10 @@ def run_record(args: argparse.Namespace) -> int:
                 password = handle.readline().rstrip("\r\n")
         except OSError as exc:
             raise BadInputError(f"--password-file {args.password_file}: {exc.strerror or exc}") from None
-    v5 = args.protocol == "5"
+    topics = shared_filters(args.share, topics)
+    v5 = (args.protocol or ("5" if args.share else "3.1.1")) == "5"
+    if args.session_expiry < 0:
+        raise BadInputError("--session-expiry must be 0 or more seconds")
     kwargs: Dict[str, Any] = {"callback_api_version": paho.CallbackAPIVersion.VERSION2,
                               "client_id": args.client_id or "",
                               "protocol": paho.MQTTv5 if v5 else paho.MQTTv311}
@@ -228,7 +270,15 @@ def run_record(args: argparse.Namespace) -> int:
         previous = signal.signal(signal.SIGTERM, lambda *a: recorder.done.set())
     started = time.monotonic()
     try:
-        client.connect_async(host, port, 30)
+        if v5 and args.client_id:  # a session the broker keeps while we are away, resumed each time
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = args.session_expiry
+            client.connect_async(host, port, 30, clean_start=False, properties=props)
+        else:
+            client.connect_async(host, port, 30)
         client.loop_start()
         while not recorder.done.is_set():
             if args.duration is not None and time.monotonic() - started >= args.duration:
@@ -247,9 +297,21 @@ def run_record(args: argparse.Namespace) -> int:
           + (f" ({recorder.skipped} non-JSON payload(s) skipped)" if recorder.skipped else ""))
     for line in recorder.tracker.report_lines():
         print(line)
+    if recorder.latency.count:
+        lat = recorder.latency.summary_ms()
+        print(f"end-to-end latency (receive - ts): p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
+              f"max {lat['max']} ms")
+    if args.summary:
+        from ..fileio import atomic_write_text
+
+        atomic_write_text(args.summary, json.dumps({
+            "out": args.out, "recorded": recorder.recorded, "skipped": recorder.skipped,
+            "streams": recorder.tracker.summary(), "latency": recorder.latency.to_dict(),
+            "latency_ms": recorder.latency.summary_ms()}) + "\n")
     if not state["connected"] and recorder.recorded == 0:
         raise AgentError(state["error"] or f"never connected to {host}:{port}")
     return 0
 
 
-__all__ = ["DEFAULT_TOPIC", "Recorder", "SeqTracker", "add_parser", "parse_broker", "run_record"]
+__all__ = ["DEFAULT_TOPIC", "Recorder", "SeqTracker", "add_parser", "parse_broker", "run_record",
+           "shared_filters"]

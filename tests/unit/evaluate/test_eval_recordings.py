@@ -89,7 +89,12 @@ def test_recorded_messages_evaluate_as_predictions(tmp_path):
 def test_recording_errors_name_the_line(tmp_path):
     gt = ground_truth(tmp_path)
     cases = [
-        ([message(0, []), message(0, [])], r":2: frame 0 was already recorded at line 1"),
+        # the same frame in another message (a second run over the video), not a redelivery
+        ([message(0, []), message(0, [], seq=7)], r":2: frame 0 was already recorded at line 1"),
+        (
+            [message(0, []), message(0, [det("circle", [1, 1, 5, 5])])],
+            r":2: seq 1 of jetson-01/front run r1 differs",
+        ),
         (
             [message(0, []), message(1, [], width=1280, height=720)],
             r":2: frame 1 is 1280x720, but ground-truth image 1 is 640x480",
@@ -122,3 +127,36 @@ def test_several_cameras_need_a_choice(tmp_path):
     assert preds.category_ids.tolist() == [0]
     with pytest.raises(DataError, match="no messages of camera 'side'"):
         load_predictions(path, gt, options=ReadOptions(camera="side"))
+
+
+def test_several_recordings_read_as_one_with_redeliveries_once(tmp_path, caplog):
+    # What two recorders of one shared subscription saved: the frames split between them, and
+    # frame 1 in both (QoS 1 redelivery to the other member after a broker restart).
+    gt = ground_truth(tmp_path)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    one = message(1, [det("square", [100, 100, 160, 160], 0.8)])
+    first.write_text("\n".join([message(0, [det("circle", [10, 10, 60, 50])]), one]) + "\n")
+    second.write_text("\n".join([one, message(2, [det("triangle", [300, 200, 380, 270], 0.7)]),
+                                  one]) + "\n")
+    with caplog.at_level("WARNING"):
+        preds = load_predictions([first, second], gt)
+    assert sorted(preds.image_ids.tolist()) == [0, 1, 2] and len(preds) == 3
+    assert "2 message(s) received twice (QoS 1 redelivery) read once" in caplog.text
+    assert evaluate_coco(gt, preds).stats["AP"] == pytest.approx(1.0)
+    assert str(first) in preds.source and str(second) in preds.source
+    # an error in the second file names that file and its line
+    second.write_text(message(3, [det("hexagon", [1, 1, 5, 5])]) + "\n")
+    with pytest.raises(DataError, match=re.escape(str(second)) + r":1: class 'hexagon'"):
+        load_predictions([first, second], gt)
+    second.write_text(message(0, [], seq=9) + "\n")
+    with pytest.raises(DataError, match=re.escape(f"{second}:1: frame 0 was already recorded at {first}:1")):
+        load_predictions([first, second], gt)
+
+
+def test_several_prediction_files_must_all_be_recordings(tmp_path):
+    gt = ground_truth(tmp_path)
+    rec = write(tmp_path, [message(0, [])])
+    coco = tmp_path / "results.json"
+    coco.write_text("[]")
+    with pytest.raises(DataError, match=re.escape(str(coco)) + ": several prediction files .* recordings"):
+        load_predictions([rec, coco], gt)

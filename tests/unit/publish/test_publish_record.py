@@ -91,3 +91,26 @@ def test_recorder_counts_and_stops_even_from_a_stream():
         recorder.feed(json.dumps(msg(i + 1)).encode())
     assert recorder.recorded == 5 and out.getvalue().count("\n") == 5
     assert recorder.tracker.summary()[0]["missing"] == 0
+
+
+def test_shared_filters_join_a_group_or_refuse_a_bad_one():
+    from agent.publish.record import shared_filters
+
+    assert shared_filters(None, [DEFAULT_TOPIC]) == [DEFAULT_TOPIC]
+    assert shared_filters("fleet", ["a/#", "b/+/c"]) == ["$share/fleet/a/#", "$share/fleet/b/+/c"]
+    for group in ("", "a/b", "x+", "#"):
+        with pytest.raises(BadInputError, match="--share"):
+            shared_filters(group, [DEFAULT_TOPIC])
+    with pytest.raises(BadInputError, match="already a shared subscription"):
+        shared_filters("g", ["$share/g/x"])
+
+
+def test_recorder_measures_latency_from_the_message_ts(tmp_path):
+    import time
+
+    with open(tmp_path / "o.jsonl", "w", encoding="utf-8") as out:
+        recorder = Recorder(out, count=None)
+        recorder.feed(json.dumps({"seq": 1, "ts": time.time() - 0.25}).encode())
+        recorder.feed(b'{"seq": 2}')  # no ts: recorded, no latency
+    assert recorder.recorded == 2 and recorder.latency.count == 1
+    assert 0.25 <= recorder.latency.percentile(50) < 0.25 * 1.02 + 0.05
