@@ -1,0 +1,227 @@
+"""ByteTrack's method: Kalman-predicted boxes matched to detections in two stages.
+
+Per frame (Zhang et al., "ByteTrack: Multi-Object Tracking by Associating Every Detection
+Box", 2022), with times in seconds:
+
+1. every track's box is predicted to the frame's timestamp (its own time step);
+2. tracks (active and lost) are matched to the high-score detections by IoU;
+3. active tracks still unmatched get a second chance against the low-score detections:
+   a partly hidden object scores low, and dropping its box is what breaks identities;
+   those that still find nothing become lost;
+4. tentative tracks (not yet confirmed) are matched to the high-score detections left;
+   a tentative track that misses a frame is dropped, so clutter rarely becomes a track;
+5. the high-score detections still unmatched start tentative tracks;
+6. a lost track unseen for ``lost_after_s`` ends.
+
+A track is confirmed after ``min_hits`` matched frames in a row and only then takes an id
+from the id source, so ids are dense and each names a real, announced track. Association
+ignores the class (a detector that wavers between two labels must not split a track); the
+track's label is the class with the highest total score over its detections.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from ..types import Detections
+from . import kalman
+from .matching import iou_matrix, match
+from .settings import TrackingSettings
+
+log = logging.getLogger(__name__)
+
+#: IoU a low-score detection needs to keep a track alive (ByteTrack's second association).
+LOW_SCORE_MATCH_IOU = 0.5
+
+TENTATIVE, TRACKED, LOST = "tentative", "tracked", "lost"
+
+
+@dataclasses.dataclass(eq=False)  # identity, not field equality: tracks are compared as objects
+class Track:
+    """One object followed over frames. The tracker updates it; others only read it."""
+
+    serial: int  # internal, for tentative tracks too
+    mean: np.ndarray  # (8,) Kalman state: cx, cy, w, h and their rates per second
+    cov: np.ndarray  # (8, 8)
+    first_ts: float
+    first_frame: int
+    state: str = TENTATIVE
+    track_id: Optional[int] = None  # set when confirmed
+    hits: int = 1
+    last_ts: float = 0.0  # last matched
+    last_frame: int = 0
+    state_ts: float = 0.0  # time the Kalman state refers to
+    score: float = 0.0  # of the last matched detection
+    top_score: float = 0.0
+    det_box: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(4))  # last detection, xyxy
+    votes: Dict[int, float] = dataclasses.field(default_factory=dict)  # class id -> summed score
+
+    @property
+    def confirmed(self) -> bool:
+        return self.track_id is not None
+
+    @property
+    def box(self) -> np.ndarray:
+        """The filtered box (xyxy, float64): smoother than the detections, used for geometry."""
+        return kalman.xywh_to_xyxy(self.mean[:4])[0]
+
+    @property
+    def class_id(self) -> int:
+        return max(self.votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+
+    def _observe(self, box: np.ndarray, score: float, class_id: int, ts: float, frame: int) -> None:
+        self.det_box = box
+        self.score = score
+        self.top_score = max(self.top_score, score)
+        self.votes[class_id] = self.votes.get(class_id, 0.0) + score
+        self.last_ts, self.last_frame = ts, frame
+
+
+@dataclasses.dataclass
+class TrackerStep:
+    """What one frame did: the track of each detection, and tracks confirmed or ended."""
+
+    det_tracks: List[Optional[Track]]  # per detection, in input order; tentative tracks included
+    confirmed: List[Track]  # confirmed in this frame
+    ended: List[Track]  # confirmed tracks lost for lost_after_s, removed in this frame
+    tracks: List[Track]  # confirmed tracks that still exist (tracked or lost), oldest first
+
+
+class ByteTracker:
+    """Multi-object tracker of one camera. ``ids`` is the source of track ids: pass one
+    shared counter to every camera's tracker to make ids unique across the run."""
+
+    def __init__(self, settings: TrackingSettings, ids: Optional[Iterator[int]] = None) -> None:
+        self.settings = settings
+        self._ids = ids if ids is not None else itertools.count(1)
+        self._serials = itertools.count()
+        self._tracks: List[Track] = []
+        self._last_ts: Optional[float] = None
+        self._warned_clock = False
+
+    @property
+    def now(self) -> Optional[float]:
+        """The time of the last frame (held still when the clock stepped back)."""
+        return self._last_ts
+
+    @property
+    def tracks(self) -> List[Track]:
+        """Every live track, tentative ones included."""
+        return list(self._tracks)
+
+    def update(self, dets: Detections, ts: float, frame: int) -> TrackerStep:
+        """Advance to the frame taken at ``ts`` (seconds) holding ``dets``."""
+        s = self.settings
+        ts = self._clock(float(ts))
+        self._predict(ts)
+        scores = dets.scores.astype(np.float64)
+        boxes = dets.xyxy.astype(np.float64)
+        high = np.flatnonzero(scores >= s.high_threshold)
+        low = np.flatnonzero((scores >= s.low_threshold) & (scores < s.high_threshold))
+        det_tracks: List[Optional[Track]] = [None] * len(dets)
+        updates: List[Tuple[Track, int]] = []
+
+        pool = [t for t in self._tracks if t.state in (TRACKED, LOST)]
+        pairs, left_tracks, left_high = self._associate(pool, boxes[high], s.match_iou)
+        updates += [(pool[r], int(high[c])) for r, c in pairs]
+        active = [pool[r] for r in left_tracks if pool[r].state == TRACKED]
+        pairs, left_active, _ = self._associate(active, boxes[low], LOW_SCORE_MATCH_IOU)
+        updates += [(active[r], int(low[c])) for r, c in pairs]
+        for r in left_active:
+            active[r].state = LOST
+
+        tentative = [t for t in self._tracks if t.state == TENTATIVE]
+        rest = high[left_high]
+        pairs, left_tentative, left_rest = self._associate(tentative, boxes[rest], s.match_iou)
+        updates += [(tentative[r], int(rest[c])) for r, c in pairs]
+        dropped = {id(tentative[r]) for r in left_tentative}
+
+        self._correct(updates, boxes)
+        confirmed: List[Track] = []
+        for track, d in updates:
+            track._observe(boxes[d], float(scores[d]), int(dets.class_ids[d]), ts, frame)
+            det_tracks[d] = track
+            track.hits += 1
+            if track.state != TENTATIVE:
+                track.state = TRACKED
+            elif track.hits >= s.min_hits:
+                self._confirm(track)
+                confirmed.append(track)
+
+        new = [int(d) for d in rest[left_rest]]
+        for track, d in zip(self._start(boxes[new], ts, frame), new):
+            track._observe(boxes[d], float(scores[d]), int(dets.class_ids[d]), ts, frame)
+            det_tracks[d] = track
+            if s.min_hits <= 1:
+                self._confirm(track)
+                confirmed.append(track)
+
+        ended = [t for t in self._tracks if t.state == LOST and ts - t.last_ts >= s.lost_after_s]
+        gone = dropped | {id(t) for t in ended}
+        self._tracks = [t for t in self._tracks if id(t) not in gone]
+        live = [t for t in self._tracks if t.confirmed]
+        return TrackerStep(det_tracks, confirmed, ended, live)
+
+    def end_all(self) -> List[Track]:
+        """Every confirmed track, ended now (at shutdown); the tracker is empty afterwards."""
+        ended = [t for t in self._tracks if t.confirmed]
+        self._tracks = []
+        return ended
+
+    # ------------------------------------------------------------------ internals
+
+    def _clock(self, ts: float) -> float:
+        # A clock that steps back (a file looping, NTP) must not predict boxes backwards.
+        if self._last_ts is not None and ts < self._last_ts:
+            if not self._warned_clock:
+                log.warning("frame time went back %.3f s; tracking holds time still", self._last_ts - ts)
+                self._warned_clock = True
+            ts = self._last_ts
+        self._last_ts = ts
+        return ts
+
+    def _predict(self, ts: float) -> None:
+        if not self._tracks:
+            return
+        for t in self._tracks:
+            if t.state == LOST:
+                t.mean[6:] = 0.0  # an unseen box keeps its size, not its growth
+        mean = np.stack([t.mean for t in self._tracks])
+        cov = np.stack([t.cov for t in self._tracks])
+        dt = np.array([ts - t.state_ts for t in self._tracks])
+        mean, cov = kalman.predict(mean, cov, dt)
+        for t, m, c in zip(self._tracks, mean, cov):
+            t.mean, t.cov, t.state_ts = m, c, ts
+
+    @staticmethod
+    def _associate(tracks: List[Track], boxes: np.ndarray, min_iou: float
+                   ) -> Tuple[List[Tuple[int, int]], List[int], List[int]]:
+        predicted = (np.stack([t.box for t in tracks]) if tracks else np.zeros((0, 4)))
+        return match(iou_matrix(predicted, boxes), min_iou)
+
+    @staticmethod
+    def _correct(updates: List[Tuple[Track, int]], boxes: np.ndarray) -> None:
+        if not updates:
+            return
+        mean = np.stack([t.mean for t, _ in updates])
+        cov = np.stack([t.cov for t, _ in updates])
+        z = kalman.xyxy_to_xywh(boxes[[d for _, d in updates]])
+        mean, cov = kalman.update(mean, cov, z)
+        for (t, _), m, c in zip(updates, mean, cov):
+            t.mean, t.cov = m, c
+
+    def _start(self, boxes: np.ndarray, ts: float, frame: int) -> List[Track]:
+        mean, cov = kalman.initiate(kalman.xyxy_to_xywh(boxes))
+        new = [Track(next(self._serials), m, c, first_ts=ts, first_frame=frame, state_ts=ts)
+               for m, c in zip(mean, cov)]
+        self._tracks += new
+        return new
+
+    def _confirm(self, track: Track) -> None:
+        track.track_id = int(next(self._ids))
+        track.state = TRACKED
