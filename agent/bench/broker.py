@@ -87,6 +87,11 @@ class Mosquitto:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGSTOP)
 
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze``: the broker goes on with the same connections, late."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -12,11 +12,20 @@ the sender. So nothing is shared but that list, the bounded queue and the counte
 - Connected means a successful CONNACK of the current client, nothing less; on connect the
   retained ``online`` goes out and ``hooks.connected(client)`` runs (subscriptions,
   discovery). See connection.py for the one-client-per-connection loop.
+- The thread never stops on an error of its own while messages wait: each part of a step
+  (queue, events, connection, window, hooks) is guarded on its own, so a bug in one cannot
+  starve the others; messages taken from the queue are kept until the spool has them. Such
+  errors are counted (``internal_errors``, ``last_internal_error`` in ``counters()`` and
+  so in the stats message) and logged: the first with its traceback, then a summary a
+  minute. Any non-zero count is a bug to report.
+- ``drain(True)`` (the run's input ended): reconnect at once and at most every second
+  instead of backing off, so the owner can wait for the spool to empty before exiting.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import threading
@@ -29,10 +38,14 @@ from ..config_schema import MqttConfig, SpoolConfig
 from . import connection
 from .payloads import STATUS_OFFLINE, STATUS_ONLINE
 from .spool import Message, spool_from_config
+from .throttle import Throttled
 
 log = logging.getLogger(__name__)
 
 _TICK = 0.1  # seconds the sender sleeps when nothing happens
+_HOUSEKEEPING_S = 10.0  # spool age bound, drop-log summaries, totals audit
+_AUDIT_MAX = 10000  # audit the spool's totals only while it is this small: it reads every row
+_DRAIN_RETRY_S = 1.0  # longest wait between connection attempts while draining
 _BATCH = 256  # messages per spool transaction
 PUT_TIMEOUT = 0.05  # seconds a caller may wait for room in a full queue
 
@@ -97,6 +110,11 @@ class Sender:
         self._thread: Optional[threading.Thread] = None
         self._teardowns: List[threading.Thread] = []
         self._last_fail_log: Tuple[float, str] = (0.0, "")
+        self._unstored: List[Message] = []  # taken from the queue, not in the spool yet
+        self.draining = False
+        self._internal = 0
+        self._last_internal: Optional[str] = None
+        self._internal_log = Throttled(log, logging.ERROR, self._describe_internal)
 
     # -- called from other threads ---------------------------------------------------------------
 
@@ -136,6 +154,8 @@ class Sender:
             out["connected"] = self.state == "up"
             out["state"] = self.state
             out["last_error"] = self._last_error
+            out["internal_errors"] = self._internal
+            out["last_internal_error"] = self._last_internal
         spool = self.spool
         if spool is not None:  # copy first: the sender thread may add a reason meanwhile
             dropped.update({f"spool_{k}": v for k, v in spool.dropped.copy().items()})
@@ -143,9 +163,15 @@ class Sender:
         out["dropped_by"] = dropped
         out["backlog"] = len(spool) if spool is not None else 0
         out["inflight"] = len(self._inflight)
-        out["queue"] = self.queue.qsize()
+        out["queue"] = self.queue.qsize() + len(self._unstored)
         out["spool"] = spool.mode if spool is not None else "closed"
         return out
+
+    def drain(self, on: bool) -> None:
+        """While on, a lost broker is retried at once and then every second at most (the owner
+        waits for the backlog to be acknowledged before exiting); off restores the backoff."""
+        self.draining = on
+        self.wake.set()
 
     def wait_progress(self, timeout: float) -> None:
         with self._progress:
@@ -169,50 +195,82 @@ class Sender:
     # -- the thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        next_trim = time.monotonic() + 10.0
+        steps = (self._drain_queue, self._handle_events, self._maintain_connection, self._send_window,
+                 self.hooks.tick)
+        next_housekeeping = time.monotonic() + _HOUSEKEEPING_S
         while not self.stopping.is_set():
             self.wake.wait(_TICK)
             self.wake.clear()
-            try:
-                self._drain_queue()
-                self._handle_events()
-                self._maintain_connection()
-                self._send_window()
-                if time.monotonic() >= next_trim:
-                    self.spool.trim(self._cursor, check_age=True)
-                    next_trim = time.monotonic() + 10.0
-                self.hooks.tick()
-            except Exception:  # never let the sender die: log, pause a moment, go on
-                log.exception("MQTT sender step failed; continuing")
-                self.stopping.wait(0.5)
+            failed = False
+            for step in steps:  # one at a time: a bug in one part must not starve the others
+                failed = not self._guarded(step) or failed
+            if time.monotonic() >= next_housekeeping:
+                failed = not self._guarded(self._housekeeping) or failed
+                next_housekeeping = time.monotonic() + _HOUSEKEEPING_S
             with self._progress:
                 self._progress.notify_all()
+            if failed:
+                self.stopping.wait(_TICK)  # no busy loop on an error that repeats
         self._shutdown()
 
+    def _guarded(self, step: Callable[[], None]) -> bool:
+        """Run one part of a sender step; an exception is counted and logged, never raised."""
+        try:
+            step()
+            return True
+        except Exception as exc:
+            self._internal_error(getattr(step, "__name__", "step"), exc)
+            return False
+
+    def _internal_error(self, where: str, exc: BaseException) -> None:
+        text = f"{where.lstrip('_')}: {type(exc).__name__}: {exc}"
+        with self._lock:
+            self._internal += 1
+            self._last_internal = text[:300]
+        self._internal_log.note({text[:160]: 1}, exc_info=exc)
+        if self.spool is not None and len(self.spool) <= _AUDIT_MAX:
+            with contextlib.suppress(Exception):  # the totals may be what went wrong
+                self.spool.audit()
+
+    def _describe_internal(self, count: int, by_reason: Dict[str, int]) -> str:
+        last = list(by_reason)[-1] if by_reason else ""
+        return (f"MQTT sender internal error (a bug: please report it): {count} since the last report, "
+                f"{self._internal} in all; sending goes on. Last: {last}")
+
+    def _housekeeping(self) -> None:
+        self.spool.trim(self._cursor, check_age=True)
+        self.spool.flush_log()
+        self._internal_log.flush()
+        if len(self.spool) <= _AUDIT_MAX and not self.spool.audit():
+            raise RuntimeError("the spool's running totals differed from its store")
+
     def _drain_queue(self, limit: int = 100 * _BATCH) -> None:
-        batch: List[Message] = []
+        # Messages a failed step took from the queue come first: taken means ours to keep.
+        batch, self._unstored = [m for m in self._unstored if not m.id], []
         while len(batch) < limit:
             try:
                 batch.append(self.queue.get_nowait())
             except queue.Empty:
                 break
+        self._unstored = batch
         stored = [m for m in batch if m.qos > 0]
-        for msg in batch:
-            if msg.qos == 0:  # not worth keeping: send if we can, else drop
-                if self.state == "up" and self.client is not None:
-                    self.client.publish(msg.topic, msg.payload, 0, msg.retain)
-                    self._bump("sent")
-                else:
-                    self.drop("qos0_offline", "QoS 0 messages are not kept while the broker is away")
+        for msg in [m for m in batch if m.qos == 0]:
+            self._unstored.remove(msg)  # not worth keeping: send if we can, else drop
+            if self.state == "up" and self.client is not None:
+                self.client.publish(msg.topic, msg.payload, 0, msg.retain)
+                self._bump("sent")
+            else:
+                self.drop("qos0_offline", "QoS 0 messages are not kept while the broker is away")
         if not stored:
+            self._unstored = []
             return
-        waiting = len(self.spool) - len(self._inflight)
-        must_wait = (self.state != "up" or waiting > 0
+        must_wait = (self.state != "up" or self.spool.has_after(self._cursor)
                      or len(self._inflight) + len(stored) > self.mq.inflight_max)
         if must_wait:  # counted first: whoever sees them in the backlog sees them counted
             self._bump("spooled", len(stored))
         for start in range(0, len(stored), _BATCH):
             self.spool.add(stored[start:start + _BATCH], inflight_above=self._cursor)
+        self._unstored = []
         if must_wait:
             self._replay_upto = max(self._replay_upto, max(m.id for m in stored))
 
@@ -221,35 +279,41 @@ class Sender:
             events = list(self._events)
             self._events.clear()
         acked: List[Message] = []
-        for event in events:
-            kind, gen = event[0], event[1]
-            if gen != self._gen:
-                continue  # from a client already thrown away
-            if kind == "puback":
-                mid, reason = event[2], event[3]
-                msg = self._inflight.pop(mid, None)
-                if msg is None:
-                    self._status_acked = self._status_acked or mid == self._status_mid
-                    continue
-                if getattr(reason, "is_failure", False):
-                    self.drop("refused", f"the broker refused a message on {msg.topic}: {reason}")
-                else:
-                    self._bump("acked")
-                acked.append(msg)
-            elif kind == "suback":
-                self.subscribed = not any(getattr(code, "is_failure", False) for code in event[2])
-                if not self.subscribed:
-                    log.error("the broker refused a subscription (%s): commands will not arrive; check the "
-                              "broker's ACL", event[2])
-            elif kind == "connack":
-                self._on_connack(event[2], event[3])
-            else:  # disconnect, fail
-                self._on_down(event[2])
-        if acked:
-            self.spool.remove(acked)
+        try:
+            for event in events:
+                if event[1] == self._gen:  # else from a client already thrown away
+                    self._guarded(lambda event=event: self._handle_event(event, acked))
+        finally:
+            if acked:  # even after an error: what the broker acknowledged leaves the spool
+                self.spool.remove(acked)
+
+    def _handle_event(self, event: Tuple[Any, ...], acked: List[Message]) -> None:
+        kind = event[0]
+        if kind == "puback":
+            mid, reason = event[2], event[3]
+            msg = self._inflight.pop(mid, None)
+            if msg is None:
+                self._status_acked = self._status_acked or mid == self._status_mid
+                return
+            if getattr(reason, "is_failure", False):
+                self.drop("refused", f"the broker refused a message on {msg.topic}: {reason}")
+            else:
+                self._bump("acked")
+            acked.append(msg)
+        elif kind == "suback":
+            self.subscribed = not any(getattr(code, "is_failure", False) for code in event[2])
+            if not self.subscribed:
+                log.error("the broker refused a subscription (%s): commands will not arrive; check the "
+                          "broker's ACL", event[2])
+        elif kind == "connack":
+            self._on_connack(event[2], event[3])
+        else:  # disconnect, fail
+            self._on_down(event[2])
 
     def _maintain_connection(self) -> None:
         now = time.monotonic()
+        if self.draining:
+            self._next_attempt = min(self._next_attempt, now + _DRAIN_RETRY_S)
         if self.state == "down" and now >= self._next_attempt and not self.stopping.is_set():
             self._connect()
         elif self.state == "connecting" and now - self._connect_started > self.mq.connect_timeout:
@@ -379,15 +443,18 @@ class Sender:
     def _shutdown(self) -> None:
         deadline = self._deadline or time.monotonic() + 5.0
         try:
-            self._drain_queue(limit=self.mq.queue_size + 1)
-            self._handle_events()
+            self._guarded(lambda: self._drain_queue(limit=self.mq.queue_size + 1))
+            self._guarded(self._handle_events)
             client = self.client
             if self.state == "up" and client is not None:
-                # A moment for PUBACKs already on their way: fewer duplicates after a restart.
-                self._wait_events(lambda: not self._inflight, deadline, share=0.3)
+                # What was queued last (each camera's final retained status) goes out now and its
+                # PUBACK is waited for, within the bound: a retained "online" must not outlive a
+                # clean stop. Acknowledged messages are also not sent again after a restart.
+                self._wait_events(lambda: not self._inflight and not self.spool.has_after(self._cursor),
+                                  deadline, share=0.6, send=True)
                 info = client.publish(self.status_topic, STATUS_OFFLINE, self.status_qos, retain=True)
                 self._status_mid, self._status_acked = info.mid, False
-                self._wait_events(lambda: self._status_acked or self.state != "up", deadline, share=0.6)
+                self._wait_events(lambda: self._status_acked or self.state != "up", deadline, share=0.8)
             if client is not None:
                 self.client = None
                 self._teardown(client)  # a clean DISCONNECT: the broker discards the will
@@ -400,16 +467,24 @@ class Sender:
         except Exception:
             log.exception("MQTT publisher shutdown failed")
         finally:
+            self._internal_log.close()
             self.spool.close()
             with self._progress:
                 self._progress.notify_all()
 
-    def _wait_events(self, done: Callable[[], bool], deadline: float, share: float) -> None:
+    def _wait_events(self, done: Callable[[], bool], deadline: float, share: float,
+                     send: bool = False) -> None:
+        """Handle events (and send the window with ``send``) until ``done()`` or ``share`` of the
+        time left before ``deadline`` has passed."""
         until = time.monotonic() + max(0.0, deadline - time.monotonic()) * share
-        while not done() and time.monotonic() < until:
+        while True:
+            if send:
+                self._guarded(self._send_window)
+            if done() or time.monotonic() >= until:
+                return
             self.wake.wait(min(_TICK, max(0.0, until - time.monotonic())))
             self.wake.clear()
-            self._handle_events()
+            self._guarded(self._handle_events)
 
 
 def _close_client(client: paho.Client) -> None:

@@ -88,7 +88,7 @@ def test_bounds_drop_the_oldest_and_count_them(tmp_path, where, bound, reason, c
     s.add(msgs(10))
     assert topics(s.after(0, 100)) == ["t/6", "t/7", "t/8", "t/9"]
     assert s.dropped[reason] == 6 and s.dropped_total == 6
-    assert "dropped the 6 oldest" in caplog.text
+    assert "dropped the 6 oldest" in caplog.text  # one add, one line
     s.close()
 
 
@@ -168,3 +168,63 @@ def test_an_unreadable_spool_file_degrades(tmp_path):
     assert len(s) == 1
     with contextlib.suppress(sqlite3.Error):
         s.close()
+
+
+def test_a_keyed_message_replaced_while_in_flight_is_counted_once(any_spool):
+    # The stalled-broker bug of issue 14: retained stats replaced while the older one waited for
+    # its PUBACK, then that late PUBACK; the count went negative and the sender stopped.
+    any_spool.add([Message("d", b"xx"), Message("stats", b"1", key="stats")])
+    in_flight = any_spool.after(0, 10)  # both sent, neither acknowledged
+    any_spool.add([Message("stats", b"22", key="stats")])  # the next stats replaces the old row
+    assert len(any_spool) == 2 and any_spool.bytes == 4
+    any_spool.remove(in_flight)  # the late PUBACKs: "stats 1" is gone already
+    assert len(any_spool) == 1 and any_spool.bytes == 2
+    assert [(m.topic, m.payload) for m in any_spool.after(0, 10)] == [("stats", b"22")]
+    any_spool.remove(in_flight)  # a PUBACK reported twice changes nothing either
+    assert len(any_spool) == 1 and any_spool.audit()
+    any_spool.remove(any_spool.after(0, 10))
+    assert len(any_spool) == 0 and any_spool.bytes == 0 and not any_spool.has_after(0)
+
+
+def test_many_replacements_in_flight_never_drift(any_spool):
+    sent = []
+    for i in range(50):
+        any_spool.add([Message("d", b"x"), Message("stats", str(i).encode(), key="stats")])
+        sent += any_spool.after(sent[-1].id if sent else 0, 10)
+        if i % 7 == 6:  # acknowledgements arrive late and in bursts
+            any_spool.remove(sent)
+            sent = []
+    assert any_spool.audit()  # the running totals match the store itself
+    rows = any_spool.after(0, 1000)
+    assert len(any_spool) == len(rows) and any_spool.bytes == sum(m.size for m in rows)
+
+
+def test_audit_finds_and_corrects_a_drift(any_spool, caplog):
+    any_spool.add(msgs(3))
+    assert any_spool.audit()
+    any_spool.count, any_spool.bytes = 7, 1  # what a bug in the bookkeeping would leave
+    caplog.set_level(logging.ERROR)
+    assert not any_spool.audit()
+    assert (len(any_spool), any_spool.bytes) == (3, 30) and "differed from the store" in caplog.text
+
+
+def test_has_after(any_spool):
+    assert not any_spool.has_after(0)
+    any_spool.add(msgs(2))
+    first, second = any_spool.after(0, 2)
+    assert any_spool.has_after(first.id) and not any_spool.has_after(second.id)
+
+
+@pytest.mark.parametrize("where", ["disk", "memory"])
+def test_drops_during_a_long_outage_are_summarised_not_logged_one_by_one(tmp_path, where, caplog):
+    s = spool(tmp_path / "s.db" if where == "disk" else None, max_messages=10)
+    caplog.set_level(logging.WARNING)
+    for i in range(200):  # one frame's message at a time, as the sender adds them
+        s.add(msgs(1, start=i))
+    assert s.dropped_total == 190
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(lines) == 1 and "dropped the 1 oldest" in lines[0]  # the first at once...
+    s.close()
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(lines) == 2 and "dropped the 189 oldest message(s) (max_messages: 189)" in lines[1]
+    assert "190 dropped since the start" in lines[1]  # ...then a summary (at most one a minute)
