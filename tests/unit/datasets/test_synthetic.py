@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-import agent.datasets.synthetic as synthetic
+import agent.datasets.video as video
 from agent.datasets.shapes_draw import (
     ALT_BACKGROUNDS,
     CLASS_NAMES,
@@ -25,17 +25,13 @@ from agent.datasets.shapes_draw import (
     triangle_arcs,
 )
 from agent.datasets.synthetic import (
-    Mover,
-    VideoScene,
-    _bounce,
-    coco_annotations,
     image_rng,
     make_dataset,
-    make_video,
     render_scene,
     size_range,
     yolo_labels,
 )
+from agent.datasets.video import Mover, VideoScene, _bounce, coco_annotations, make_video
 from agent.errors import DataError
 
 LABEL_LINE = re.compile(r"^[012] (0|1)\.\d{6} (0|1)\.\d{6} (0|1)\.\d{6} (0|1)\.\d{6}$")
@@ -307,7 +303,7 @@ def test_bounce_reflects_into_range_and_movers_stay_in_bounds():
 def test_make_video_frames_and_ground_truth_agree(tmp_path: Path):
     json_path = make_video(tmp_path / "clip.mp4", frames=12, fps=10, seed=2, width=160, height=128)
     assert json_path == tmp_path / "clip.json"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.json", "clip.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.json", "clip.mot.txt", "clip.mp4"]
     gt = json.loads(json_path.read_text())
     assert [im["id"] for im in gt["images"]] == list(range(12))
     assert gt["images"][5] == {"id": 5, "file_name": "clip.mp4#5", "width": 160, "height": 128}
@@ -328,7 +324,7 @@ def test_make_video_frames_and_ground_truth_agree(tmp_path: Path):
 
     scene = VideoScene(2, 160, 128, 10.0)
     for k in (0, 5, 11):
-        rendered, objects = scene.render(k)
+        rendered, objects, _ = scene.render(k)
         assert coco_annotations(objects, k, 1) == [
             dict(a, id=1 + i) for i, a in enumerate(a for a in gt["annotations"] if a["image_id"] == k)]
         # Where the objects are, the decoded frame is this frame's render, not a neighbour's.
@@ -387,7 +383,7 @@ def test_make_video_reports_a_writer_that_cannot_open(tmp_path: Path, monkeypatc
         def isOpened(self) -> bool:
             return False
 
-    monkeypatch.setattr(synthetic.cv2, "VideoWriter", Closed)
+    monkeypatch.setattr(video.cv2, "VideoWriter", Closed)
     with pytest.raises(DataError, match=r"clip\.mp4.*mp4v"):
         make_video(tmp_path / "clip.mp4", frames=2, width=96, height=64)
 
