@@ -78,7 +78,8 @@ def cmd_make_dataset(args: argparse.Namespace) -> int:
     from .datasets.synthetic import make_dataset
 
     data_yaml = make_dataset(args.out, train=args.train, val=args.val, imgsz=args.imgsz, seed=args.seed,
-                             style=args.style, overwrite=args.overwrite)
+                             style=args.style, overwrite=args.overwrite, backgrounds=args.backgrounds,
+                             background_ratio=args.background_ratio)
     print(f"data set written: {data_yaml}")
     return 0
 
@@ -100,7 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(Path(args.data), recipe, model=args.model, strategy=args.strategy,
                    data_size=args.data_size, similarity=args.similarity, width=args.width, device=args.device,
                    project=Path(args.project), name=args.name,
-                   overrides={"epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch})
+                   overrides={"epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch},
+                   pretrained_cfg=Path(args.pretrained) if args.pretrained else None, time_hours=args.time)
     print(f"best weights: {result.best_weights}")
     return 0
 
@@ -213,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--style", default="default", choices=["default", "alt"],
                    help="background and colour distribution (alt: drawn differently)")
+    p.add_argument("--backgrounds", metavar="DIR",
+                   help="folder of photos: draw a share of the images on crops of them (e.g. coco128/images)")
+    p.add_argument("--background-ratio", type=float, default=0.5, metavar="R",
+                   help="share of the images on photo backgrounds with --backgrounds (default 0.5)")
     p.add_argument("--overwrite", action="store_true", help="replace images and labels already there")
     p.set_defaults(handler=cmd_make_dataset)
 
@@ -227,7 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train YOLOv3 weights with an augmentation recipe (ultralytics)")
     p.add_argument("--data", required=True, help="data YAML (ultralytics format)")
-    p.add_argument("--model", default="yolov3-tiny", help="yolov3-tiny | yolov3 | yolov3-spp | PATH.pt")
+    p.add_argument("--model", help="yolov3-tiny (default) | yolov3-tiny-3l | yolov3 | yolov3-spp | PATH.pt; "
+                                    "with --pretrained, the cfg's own network or yolov3-tiny-3l")
+    p.add_argument("--pretrained", metavar="CFG",
+                   help="start from darknet weights: a .cfg with its .weights beside it "
+                        "(e.g. yolov3-tiny.cfg)")
+    p.add_argument("--time", type=float, metavar="HOURS",
+                   help="stop training after this many hours (epochs are then fitted to the budget)")
     p.add_argument("--recipe", default="configs/train/augment-default.yaml", help="augmentation recipe YAML")
     p.add_argument("--strategy", default="auto",
                    help="fine-tuning: auto | full | partial-late | partial-early | head")

@@ -307,6 +307,20 @@ class SnapshotConfig(_Model):
 class CommandsConfig(_Model):
     enabled: bool = False  # subscribe to {prefix}/{device}/cmd/# and obey pause/resume/snapshot/set
     max_payload: int = Field(4096, ge=64, le=1048576)  # bytes; larger command bodies are refused
+    # MQTT 5 response topics allowed besides {prefix}/{device}/cmd/result[/...]: topics under
+    # this prefix ("replies" allows "replies/anything"). None: only the device's own.
+    response_prefix: Optional[str] = None
+
+    _blank = field_validator("response_prefix", mode="before")(_loose_text)
+
+    @field_validator("response_prefix")
+    @classmethod
+    def _check_response_prefix(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        for level in value.rstrip("/").split("/"):
+            _topic_level(level, "response_prefix level")
+        return value.rstrip("/")
 
 
 class HomeAssistantConfig(_Model):
@@ -356,6 +370,9 @@ class MqttConfig(_Model):
     session_expiry: int = Field(86400, ge=0, le=4294967295)  # MQTT 5: seconds the broker keeps our session
     inflight_max: int = Field(100, ge=1, le=65000)  # QoS>0 messages sent and not yet acknowledged
     queue_size: int = Field(1000, ge=1, le=1000000)  # messages between the caller and the sender thread
+    # Seconds `run` keeps sending after its input ended (files, --max-frames, --duration) until
+    # the broker acknowledged everything; 0: exit at once, leaving the rest in the spool.
+    drain_timeout: float = Field(30.0, ge=0, le=86400)
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)

@@ -41,13 +41,14 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import yaml
 
 from ..errors import DataError
 from ..fileio import atomic_write_text, write_image
+from .photos import PhotoBackgrounds
 from .shapes_draw import (
     ALT_BACKGROUNDS,
     CIRCLE,
@@ -113,11 +114,20 @@ def random_shape(rng: np.random.Generator, width: int, height: int, lo: float, h
 
 
 def render_scene(rng: np.random.Generator, width: int = 640, height: int = 640, style: str = "default",
-                 effects: bool = True) -> Scene:
-    """Draw one image. ``effects=False`` skips noise and blur (objects and labels are the same)."""
+                 effects: bool = True, photos: Optional[PhotoBackgrounds] = None,
+                 photo_ratio: float = 0.0) -> Scene:
+    """Draw one image. ``effects=False`` skips noise and blur (objects and labels are the same).
+
+    With ``photos``, a fraction ``photo_ratio`` of the images are drawn on a crop of a photo
+    instead of a procedural background (without ``photos`` the generator's draws are unchanged).
+    """
     kinds, bg_hsv, obj_hsv = _PALETTES[style]
-    kind = str(kinds[int(rng.integers(0, len(kinds)))])
-    canvas = background(rng, kind, width, height, *bg_hsv)
+    if photos is not None and rng.random() < photo_ratio:
+        canvas, name = photos.crop(rng, width, height)
+        kind = f"photo:{name}"
+    else:
+        kind = str(kinds[int(rng.integers(0, len(kinds)))])
+        canvas = background(rng, kind, width, height, *bg_hsv)
     lo, hi = size_range(width, height)
     objects: List[Placed] = []
     for _ in range(int(rng.integers(0, _MAX_OBJECTS + 1))):
@@ -159,8 +169,13 @@ def image_rng(seed: int, style: str, split: str, index: int) -> np.random.Genera
 
 def make_dataset(out_dir: Union[str, Path], train: int, val: int, imgsz: int = 640, seed: int = 0,
                  style: str = "default", width: Optional[int] = None, height: Optional[int] = None,
-                 overwrite: bool = False, workers: Optional[int] = None) -> Path:
+                 overwrite: bool = False, workers: Optional[int] = None,
+                 backgrounds: Optional[Union[str, Path]] = None, background_ratio: float = 0.5) -> Path:
     """Write a YOLO data set (images/, labels/, data.yaml) to ``out_dir``; returns data.yaml's path.
+
+    ``backgrounds``: a folder of photos; a fraction ``background_ratio`` of the images are drawn
+    on crops of them (see agent/datasets/photos.py), the rest on procedural backgrounds. The
+    folder, its photo count and the ratio are recorded in data.yaml.
 
     ``width``/``height`` override ``imgsz`` for non-square images. An ``out_dir`` that already
     holds images or labels is refused unless ``overwrite`` (which deletes only those files).
@@ -174,13 +189,18 @@ def make_dataset(out_dir: Union[str, Path], train: int, val: int, imgsz: int = 6
     _check_style(style)
     w = _check_int("imgsz" if width is None else "width", imgsz if width is None else width, MIN_SIDE)
     h = _check_int("imgsz" if height is None else "height", imgsz if height is None else height, MIN_SIDE)
+    if isinstance(background_ratio, bool) or not isinstance(background_ratio, (int, float)) or not (
+            0.0 <= background_ratio <= 1.0):
+        raise DataError(f"background_ratio must be a number in [0, 1], got {background_ratio!r}")
+    photos = PhotoBackgrounds(backgrounds) if backgrounds is not None else None
     out = _prepare(Path(out_dir), overwrite)
 
     jobs = [(split, i) for split, count in zip(_SPLITS, (train, val)) for i in range(count)]
 
     def write_one(job: Tuple[str, int]) -> None:
         split, index = job
-        scene = render_scene(image_rng(seed, style, split, index), w, h, style)
+        scene = render_scene(image_rng(seed, style, split, index), w, h, style, photos=photos,
+                             photo_ratio=float(background_ratio))
         write_image(out / "images" / split / f"{index:06d}.jpg", scene.image, scene.jpeg_quality)
         atomic_write_text(out / "labels" / split / f"{index:06d}.txt", yolo_labels(scene.objects, w, h))
 
@@ -189,10 +209,15 @@ def make_dataset(out_dir: Union[str, Path], train: int, val: int, imgsz: int = 6
         # OpenCV and numpy release the GIL in the heavy calls, so threads scale without pickling.
         for _ in pool.map(write_one, jobs):
             pass
-    data = {"path": str(out), "train": "images/train", "val": "images/val",
-            "names": dict(enumerate(CLASS_NAMES))}
+    data: Dict[str, Any] = {"path": str(out), "train": "images/train", "val": "images/val",
+                            "names": dict(enumerate(CLASS_NAMES))}
     header = (f"# synthetic shapes: seed {seed}, style {style}, {w}x{h}, train {train}, val {val}\n"
               "# made by agent.datasets.synthetic.make_dataset\n")
+    if photos is not None:
+        data["backgrounds"] = {"folder": str(photos.folder), "photos": len(photos),
+                               "ratio": float(background_ratio)}
+        header += (f"# backgrounds: {background_ratio:.0%} of the images on crops of the {len(photos)} "
+                   f"photos in {photos.folder}, the rest procedural\n")
     yaml_path = out / "data.yaml"
     # Written last: its presence marks a complete data set.
     atomic_write_text(yaml_path, header + yaml.safe_dump(data, sort_keys=False))

@@ -96,6 +96,8 @@ class TrainSettings(_Section):
     cache: bool = Field(False, description="keep decoded images in RAM")
     pretrained_lr_scale: float = Field(
         0.1, gt=0, le=1, description="lr0 factor when pretrained backbone layers retrain")
+    time: Optional[float] = Field(
+        None, gt=0, le=1000, description="wall-time budget in hours: training stops then (epochs are fitted)")
 
 
 class Recipe(_Section):

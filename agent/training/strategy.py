@@ -23,7 +23,7 @@ without torch.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import BadInputError
 
@@ -76,6 +76,32 @@ def choose_strategy(strategy: str = "auto", data_size: Optional[str] = None,
     return _QUADRANTS[(data_size, similarity)]
 
 
+#: Fewer training images than this is a "small" data set when --data-size is not given.
+SMALL_DATA_SET = 1000
+
+
+def estimate(data_size: Optional[str], similarity: Optional[str], train_images: int,
+             class_names: Sequence[str], pretrained_names: Sequence[str]) -> Tuple[str, str, str]:
+    """(data size, similarity, why) with what was not given estimated from the data set.
+
+    Size: small under ``SMALL_DATA_SET`` training images. Similarity: high when at least half
+    of the data set's class names are classes the weights were pretrained on (a detector of
+    cars fine-tuned from COCO keeps its features; one of shapes or parts needs new ones).
+    """
+    reasons = []
+    if data_size is None:
+        data_size = "small" if train_images < SMALL_DATA_SET else "large"
+        reasons.append(f"data size '{data_size}' estimated: {train_images} training images "
+                       f"(small means under {SMALL_DATA_SET})")
+    if similarity is None:
+        known = {n.strip().lower() for n in pretrained_names}
+        shared = [n for n in class_names if n.strip().lower() in known]
+        similarity = "high" if pretrained_names and 2 * len(shared) >= len(class_names) else "low"
+        reasons.append(f"similarity '{similarity}' estimated: {len(shared)} of the {len(class_names)} class "
+                       f"names are among the {len(pretrained_names)} pretraining classes")
+    return data_size, similarity, "; ".join(reasons)
+
+
 def backbone_strides(model_yaml: Dict[str, Any]) -> List[int]:
     """Output stride of each backbone layer, from the ultralytics model description."""
     stride, strides = 1, []
@@ -90,9 +116,12 @@ def backbone_strides(model_yaml: Dict[str, Any]) -> List[int]:
     return strides
 
 
-def plan(model_yaml: Dict[str, Any], strategy: str, pretrained: bool, pretrained_lr_scale: float = 0.1
-         ) -> FineTunePlan:
-    """Frozen layer indices and learning-rate factor for ``strategy`` on this model."""
+def plan(model_yaml: Dict[str, Any], strategy: str, pretrained: bool, pretrained_lr_scale: float = 0.1,
+         new_layers: Sequence[int] = ()) -> FineTunePlan:
+    """Frozen layer indices and learning-rate factor for ``strategy`` on this model.
+
+    ``new_layers`` had no pretrained weights (e.g. a stride-8 branch added to yolov3-tiny): they
+    always train, whatever the strategy, since frozen random weights would only add noise."""
     layer_count = len(model_yaml["backbone"]) + len(model_yaml["head"])
     every = list(range(layer_count))
     if not pretrained:
@@ -104,6 +133,7 @@ def plan(model_yaml: Dict[str, Any], strategy: str, pretrained: bool, pretrained
     else:
         limit = _FREEZE_UP_TO_STRIDE[strategy]
         frozen = [i for i, s in enumerate(backbone_strides(model_yaml)) if s <= limit]
+    frozen = [i for i in frozen if i not in set(new_layers)]
     backbone_retrained = any(i not in frozen for i in range(len(model_yaml["backbone"])))
     return FineTunePlan(strategy, frozen, [i for i in every if i not in frozen],
                         pretrained_lr_scale if backbone_retrained else 1.0, _REASONS[strategy])

@@ -8,19 +8,21 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from .. import darknet
 from ..errors import BadInputError, DataError
 from ..fileio import atomic_write_text
 from .recipe import Recipe, ultralytics_overrides
-from .strategy import FineTunePlan, choose_strategy, plan
+from .strategy import FineTunePlan, choose_strategy, estimate, plan
+from .topologies import TOPOLOGIES, topology
 
 log = logging.getLogger(__name__)
 
-#: Topologies that can be built from scratch (ultralytics model descriptions).
-ARCHITECTURES = ("yolov3-tiny", "yolov3", "yolov3-spp")
+#: Topologies that can be built from scratch (ultralytics' descriptions, and this project's).
+ARCHITECTURES = ("yolov3-tiny", "yolov3-tiny-3l", "yolov3", "yolov3-spp")
 
 
 @dataclasses.dataclass
@@ -28,6 +30,7 @@ class TrainResult:
     run_dir: Path
     best_weights: Path
     plan: FineTunePlan
+    pretrained: Optional[str] = None  # the one-line report of the darknet weights loaded
 
 
 def read_data_yaml(data: Path) -> Dict[str, Any]:
@@ -61,7 +64,10 @@ def prepare_model(model: str, num_classes: int, width: Optional[float], run_dir:
     name = model[:-5] if model.endswith(".yaml") else model
     if name not in ARCHITECTURES:
         raise BadInputError(f"--model: expected {', '.join(ARCHITECTURES)} or a .pt file, got {model!r}")
-    spec = yaml_model_load(f"{name}.yaml")
+    if name in TOPOLOGIES:
+        spec = topology(name)
+    else:
+        spec = yaml_model_load(f"{name}.yaml")
     spec["nc"] = num_classes
     if width is not None:
         spec["width_multiple"] = width
@@ -72,22 +78,83 @@ def prepare_model(model: str, num_classes: int, width: Optional[float], run_dir:
     return str(path), False, spec
 
 
-def train(data: Path, recipe: Recipe, model: str = "yolov3-tiny", strategy: str = "auto",
+def prepare_pretrained(cfg: Path, model: Optional[str], num_classes: int, width: Optional[float],
+                       run_dir: Path) -> Tuple[str, Dict[str, Any], str, List[int]]:
+    """Build the model described by darknet ``cfg`` (or its ``model`` variant), load the weights
+    beside the cfg, save it as the checkpoint training starts from.
+
+    Returns (checkpoint path, layer description, the one-line report, indices of layers the
+    weights did not cover, which must stay trainable whatever the strategy)."""
+    from . import darknet_init
+
+    cfg = Path(cfg)
+    if not cfg.is_file():
+        raise BadInputError(f"--pretrained: {cfg}: no such darknet cfg file")
+    weights = darknet.weights_for(cfg)
+    if width is not None:
+        raise BadInputError("--width cannot change a pretrained network: its widths are the weights'")
+    family = darknet_init.family_of(cfg)
+    name = model[:-5] if model and model.endswith(".yaml") else (model or family)
+    if name == "yolov3-tiny-3l" and family == "yolov3-tiny":
+        target_cfg = darknet_init.stride8_branch(cfg, run_dir / "yolov3-tiny-3l.cfg")
+    elif name == family:
+        target_cfg = cfg
+    else:
+        fits = [family] + (["yolov3-tiny-3l"] if family == "yolov3-tiny" else [])
+        raise BadInputError(f"--model {name} does not fit {cfg}: its layers describe {family} "
+                            f"(use --model {' or '.join(fits)})")
+    target = darknet_init.translate(target_cfg, num_classes)
+    darknet_init.darknet_convs(cfg, weights)  # size and fit errors before torch is imported
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    net = DetectionModel(target.spec, nc=num_classes, verbose=False)
+    report = darknet_init.load_into(net, target, cfg, weights)
+    loaded = {c.index for c in darknet_init.translate(cfg, report.classes).convs if c.module}
+    new_layers = sorted({int(c.module.split(".")[1]) for c in target.convs
+                         if c.module and c.index not in loaded})
+    checkpoint = run_dir / "pretrained-init.pt"
+    # ultralytics' train() rebuilds the model from its description and copies these weights in.
+    torch.save({"model": net, "train_args": {}, "date": None, "version": None}, checkpoint)
+    spec_path = run_dir / f"{name}.yaml"
+    atomic_write_text(spec_path, yaml.safe_dump(target.spec, sort_keys=False))
+    return str(checkpoint), target.spec, report.describe(num_classes), new_layers
+
+
+def train(data: Path, recipe: Recipe, model: Optional[str] = "yolov3-tiny", strategy: str = "auto",
           data_size: Optional[str] = None, similarity: Optional[str] = None,
           width: Optional[float] = None, device: str = "cpu", project: Path = Path("runs/train"),
-          name: str = "exp", overrides: Optional[Dict[str, Any]] = None) -> TrainResult:
-    """Train and return the best weights. ``overrides`` replace recipe train settings."""
+          name: str = "exp", overrides: Optional[Dict[str, Any]] = None,
+          pretrained_cfg: Optional[Path] = None, time_hours: Optional[float] = None) -> TrainResult:
+    """Train and return the best weights. ``overrides`` replace recipe train settings;
+    ``pretrained_cfg`` starts from darknet weights (the .weights beside the cfg);
+    ``time_hours`` caps the training wall time (ultralytics' ``time``)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")  # devices and CI have no hub access
     settings = recipe.train.model_copy(update={k: v for k, v in (overrides or {}).items() if v is not None})
     spec = read_data_yaml(data)
     run_dir = (Path(project) / name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    source, pretrained, layers = prepare_model(model, len(spec["names"]), width, run_dir)
+    loaded_line, keep_trainable = None, []
+    if pretrained_cfg is not None:
+        source, layers, loaded_line, keep_trainable = prepare_pretrained(
+            Path(pretrained_cfg), model, len(spec["names"]), width, run_dir)
+        pretrained = True
+        print(loaded_line)
+        if model is None:
+            from .darknet_init import family_of
+
+            model = family_of(Path(pretrained_cfg))
+    else:
+        source, pretrained, layers = prepare_model(model or "yolov3-tiny", len(spec["names"]), width, run_dir)
+    if pretrained and strategy == "auto" and (data_size is None or similarity is None):
+        data_size, similarity, why = estimate(data_size, similarity, count_images(data, spec),
+                                              spec["names"], pretrained_names(source, pretrained_cfg))
+        print(f"--strategy auto: {why}")
     chosen = choose_strategy(strategy, data_size, similarity) if pretrained else "full"
     if not pretrained and strategy not in ("auto", "full"):
         log.warning("strategy %r ignored: a model built from scratch has no pretrained layers to keep",
                     strategy)
-    fine_tune = plan(layers, chosen, pretrained, settings.pretrained_lr_scale)
+    fine_tune = plan(layers, chosen, pretrained, settings.pretrained_lr_scale, keep_trainable)
     print(fine_tune.describe())
 
     optimizer, lr0 = settings.optimizer, settings.lr0
@@ -105,8 +172,12 @@ def train(data: Path, recipe: Recipe, model: str = "yolov3-tiny", strategy: str 
     )
     if lr0 is not None:
         args["lr0"] = lr0
+    budget = time_hours if time_hours is not None else settings.time
+    if budget is not None:
+        args["time"] = float(budget)
     record = {"recipe": recipe.model_dump(), "strategy": fine_tune.to_dict(), "model": model,
-              "width": width, "data": str(data), "ultralytics_args": args}
+              "width": width, "data": str(data), "pretrained": loaded_line,
+              "pretrained_cfg": str(pretrained_cfg) if pretrained_cfg else None, "ultralytics_args": args}
     atomic_write_text(run_dir / "training.json", json.dumps(record, indent=2, default=str) + "\n")
 
     from ultralytics import YOLO
@@ -116,7 +187,29 @@ def train(data: Path, recipe: Recipe, model: str = "yolov3-tiny", strategy: str 
     best = run_dir / "weights" / "best.pt"
     if not best.is_file():
         best = run_dir / "weights" / "last.pt"
-    return TrainResult(run_dir, best, fine_tune)
+    return TrainResult(run_dir, best, fine_tune, loaded_line)
+
+
+def count_images(data: Path, spec: Dict[str, Any]) -> int:
+    """Training images a data YAML names (a folder, or a list of folders)."""
+    root = Path(spec.get("path") or Path(data).parent)
+    if not root.is_absolute():
+        root = Path(data).parent / root
+    folders = spec["train"] if isinstance(spec["train"], list) else [spec["train"]]
+    suffixes = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+    return sum(1 for folder in folders for p in (root / str(folder)).rglob("*")
+               if p.suffix.lower() in suffixes)
+
+
+def pretrained_names(source: str, cfg: Optional[Path]) -> List[str]:
+    """Class names the starting weights were trained on (the darknet names file, or the .pt's)."""
+    if cfg is not None:
+        names_file = darknet.find_names_file(Path(cfg))
+        return darknet.read_names(names_file) if names_file else []
+    from ultralytics import YOLO
+
+    names = YOLO(source).names
+    return [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
 
 
 def dataset_fingerprint(data: Path, splits: Sequence[str] = ("train", "val")) -> str:

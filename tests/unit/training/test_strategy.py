@@ -64,3 +64,19 @@ def test_each_strategy_freezes_the_expected_layers_of_yolov3_tiny():
 def test_models_from_scratch_always_train_everything():
     scratch = plan(TINY, "head", pretrained=False)
     assert scratch.frozen_layers == [] and scratch.lr_scale == 1.0 and "random" in scratch.reason
+
+
+def test_auto_estimates_what_is_not_given_and_says_why():
+    from agent.training.strategy import estimate
+
+    size, similarity, why = estimate(None, None, 1600, ["circle", "square", "triangle"], ["person", "car"])
+    assert (size, similarity) == ("large", "low")
+    assert "1600 training images" in why and "0 of the 3 class names" in why
+    size, similarity, why = estimate(None, None, 200, ["car", "person", "kite"], ["person", "car", "dog"])
+    assert (size, similarity) == ("small", "high") and "2 of the 3" in why
+    assert estimate("large", "high", 10, ["x"], []) == ("large", "high", "")  # given: kept
+
+
+def test_new_layers_always_train():
+    head = plan(TINY, "head", pretrained=True, new_layers=[16, 19])
+    assert 16 not in head.frozen_layers and 19 not in head.frozen_layers and 15 in head.frozen_layers
