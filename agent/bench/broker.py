@@ -33,11 +33,13 @@ class Mosquitto:
 
     Shared by the demo, the benchmarks, the soak test and the integration tests. ``tls``
     (``cafile``, ``certfile``, ``keyfile``, optional ``require_certificate``) adds a TLS
-    listener on ``tls_port``; ``password_file`` turns anonymous access off on both.
+    listener on ``tls_port``; ``password_file`` turns anonymous access off on both;
+    ``acl_file`` applies a Mosquitto ACL file (docs/mqtt.md has the one the docs recommend).
     """
 
     def __init__(self, workdir: Path, port: Optional[int] = None, *, persistence: bool = True,
-                 password_file: Optional[Path] = None, tls: Optional[Dict[str, str]] = None) -> None:
+                 password_file: Optional[Path] = None, tls: Optional[Dict[str, str]] = None,
+                 acl_file: Optional[Path] = None) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("no mosquitto broker installed: apt-get install -y mosquitto")
@@ -66,6 +68,8 @@ class Mosquitto:
         ]
         if password_file:
             lines.append(f"password_file {password_file}")
+        if acl_file:
+            lines.append(f"acl_file {acl_file}")
         if tls:  # settings after a listener line belong to that listener
             lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {tls['cafile']}",
                       f"certfile {tls['certfile']}", f"keyfile {tls['keyfile']}",

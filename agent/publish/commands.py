@@ -1,8 +1,9 @@
 """Commands in over MQTT: ``{prefix}/{device}/cmd/{name}``, answered on ``cmd/result``.
 
-Enabled with ``mqtt.commands.enabled`` (off by default). The body is a JSON object (an
-empty body means ``{}``); every command accepts an optional ``id`` (string or integer,
-echoed in the answer) and ``camera`` (one camera; absent: all cameras).
+Enabled with ``mqtt.commands.enabled`` (off by default). The body is a JSON object (``{}``
+for no arguments); every command accepts an optional ``id`` (string or integer, echoed in
+the answer) and ``camera`` (one camera; absent: all cameras). An empty message is not a
+command: it is how a retained message is cleared, and must never pause anything.
 
 ==========  =====================================================================
 name        body
@@ -14,9 +15,10 @@ set         ``{"conf_threshold"?: 0..1, "iou_threshold"?: 0..1, "classes"?: [nam
 ==========  =====================================================================
 
 Validation happens here, so the pipeline's callbacks only ever see well-formed
-arguments. A malformed body (bad JSON, wrong types, too large, unknown keys), an unknown
-name, a retained message, or a callback that raises is answered with ``"ok": false`` and
-an ``error`` and logged; nothing a sender does can stop the agent.
+arguments. A malformed body (bad JSON, wrong types, too large, unknown keys, empty), an
+unknown name, a retained message, a response topic outside the allowed ones
+(``response_topic_allowed``), or a callback that raises is answered with ``"ok": false``
+and an ``error`` and logged; nothing a sender does can stop the agent.
 
 The pipeline registers one callback per command::
 
@@ -61,13 +63,13 @@ def parse(name: str, payload: bytes, *, cameras: Sequence[str], class_names: Seq
     if len(payload) > max_payload:
         raise CommandError(f"payload of {len(payload)} bytes is over the {max_payload}-byte limit "
                            "(mqtt.commands.max_payload)")
-    if payload.strip():
-        try:
-            body = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise CommandError(f"body is not valid UTF-8 JSON: {exc}") from None
-    else:
-        body = {}
+    if not payload.strip():
+        raise CommandError("an empty message is not a command (empty retained messages clear retained "
+                           "ones); send {} for a command without arguments")
+    try:
+        body = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CommandError(f"body is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(body, dict):
         raise CommandError(f"body must be a JSON object, got {type(body).__name__}")
     unknown = sorted(set(body) - set(_KEYS[name]))
@@ -89,6 +91,17 @@ def parse(name: str, payload: bytes, *, cameras: Sequence[str], class_names: Seq
         if not set(args) - {"camera"}:
             raise CommandError("set needs at least one of: conf_threshold, iou_threshold, classes")
     return args
+
+
+def response_topic_allowed(topic: str, result_topic: str, prefix: Optional[str]) -> bool:
+    """Whether an MQTT 5 response topic may receive an answer: the device's own ``cmd/result``
+    or a topic under it, or a topic under the configured ``prefix``. Anything else would let
+    whoever may publish a command make the agent publish anywhere its credentials allow."""
+    if not topic or set(topic) & {"+", "#", "\x00"}:
+        return False
+    if topic == result_topic or topic.startswith(result_topic + "/"):
+        return True
+    return bool(prefix) and topic.startswith(f"{prefix}/") and len(topic) > len(prefix) + 1
 
 
 def request_id(payload: bytes, max_payload: int) -> Any:
@@ -151,12 +164,18 @@ class Commands:
         with self._lock:
             self._callbacks[name] = callback
 
-    def handle(self, name: str, payload: bytes, retained: bool = False) -> Dict[str, Any]:
-        """Run one command; returns ``{"ok": True, "result": ...}`` or ``{"ok": False, "error": ...}``."""
+    def handle(self, name: str, payload: bytes, retained: bool = False,
+               refusal: Optional[str] = None) -> Dict[str, Any]:
+        """Run one command; returns ``{"ok": True, "result": ...}`` or ``{"ok": False, "error": ...}``.
+
+        ``refusal``: a reason found by the caller (the transport) not to run it at all.
+        """
         try:
             if retained:
                 raise CommandError("retained commands are ignored (they would run again on every "
                                    "reconnect); publish commands with retain=false")
+            if refusal:
+                raise CommandError(refusal)
             args = parse(name, payload, cameras=self.cameras, class_names=self.class_names,
                          max_payload=self.max_payload)
             with self._lock:
@@ -179,4 +198,4 @@ class Commands:
         return {"ok": True, "result": result or {}}
 
 
-__all__ = ["NAMES", "Callback", "CommandError", "Commands", "parse", "request_id"]
+__all__ = ["NAMES", "Callback", "CommandError", "Commands", "parse", "request_id", "response_topic_allowed"]

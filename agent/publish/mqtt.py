@@ -47,7 +47,7 @@ import paho.mqtt.client as paho
 from ..config_schema import AgentConfig
 from ..types import Detections
 from . import connection, homeassistant
-from .commands import Commands, request_id
+from .commands import Commands, request_id, response_topic_allowed
 from .payloads import FrameGate, Topics, detections_payload, encode, new_run_id, result_payload, stats_payload
 from .sender import PUT_TIMEOUT, Hooks, Sender, wire_qos
 from .spool import Message
@@ -211,8 +211,13 @@ class MqttPublisher:
                     location=self.config.device.location):
                 client.publish(topic, payload, 1, retain=True)
         if self.mq.commands.enabled:
-            if self.mq.protocol == "5":  # no_local: our own answers on cmd/result do not come back
-                client.subscribe(self.topics.cmd_filter, options=paho.SubscribeOptions(qos=1, noLocal=True))
+            if self.mq.protocol == "5":
+                # noLocal: our own answers on cmd/result do not come back. retainAsPublished: the
+                # broker keeps the retain flag on live delivery too, so a retained command sent
+                # while we are connected is refused like one found at subscribe time (MQTT 3.1.1
+                # brokers clear the flag on live delivery: docs/mqtt.md says what that means).
+                client.subscribe(self.topics.cmd_filter, options=paho.SubscribeOptions(
+                    qos=1, noLocal=True, retainAsPublished=True))
             else:
                 client.subscribe(self.topics.cmd_filter, qos=1)
 
@@ -232,8 +237,10 @@ class MqttPublisher:
 
     def _on_message(self, message: Any) -> None:
         # paho's network thread: hand over and return at once.
-        if not message.topic.startswith(self.topics.cmd_prefix) or message.topic == self.topics.cmd_result:
-            return
+        result = self.topics.cmd_result
+        if not message.topic.startswith(self.topics.cmd_prefix) or message.topic == result \
+                or message.topic.startswith(result + "/"):
+            return  # answers (ours, or another agent's on a shared response topic) are no commands
         name = message.topic[len(self.topics.cmd_prefix):]
         item = (name, bytes(message.payload), bool(message.retain), getattr(message, "properties", None))
         try:
@@ -249,16 +256,28 @@ class MqttPublisher:
                 name, payload, retained, props = self._cmd_queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self._answer(name, payload, props, self.commands.handle(name, payload, retained))
+            refusal = None
+            response = self._response_topic(props)
+            if response is not None and not response_topic_allowed(response, self.topics.cmd_result,
+                                                                    self.mq.commands.response_prefix):
+                refusal = (f"response topic {response[:128]!r} is not allowed: answers go to "
+                           f"{self.topics.cmd_result}[/...] or under mqtt.commands.response_prefix")
+            self._answer(name, payload, props, self.commands.handle(name, payload, retained, refusal))
+
+    @staticmethod
+    def _response_topic(props: Any) -> Optional[str]:
+        response = getattr(props, "ResponseTopic", None)
+        return response if isinstance(response, str) and response else None
 
     def _answer(self, name: str, payload: bytes, props: Any, outcome: Dict[str, Any]) -> None:
         body = result_payload(device=self.config.device.id, command=name[:64], ok=outcome["ok"],
                               request_id=request_id(payload, self.mq.commands.max_payload),
                               result=outcome.get("result"), error=outcome.get("error"))
         topic = self.topics.cmd_result
-        response = getattr(props, "ResponseTopic", None)
-        if isinstance(response, str) and response and not set(response) & {"+", "#", "\x00"}:
-            topic = response  # MQTT 5 request/response
+        response = self._response_topic(props)
+        if response is not None and response_topic_allowed(response, self.topics.cmd_result,
+                                                           self.mq.commands.response_prefix):
+            topic = response  # MQTT 5 request/response, to a topic this device may answer on
         correlation = getattr(props, "CorrelationData", None)
         extra = {"correlation_data": bytes(correlation).hex()} if correlation else None
         self._sender.submit(Message(topic, encode(body), self._qos["result"], props=extra))

@@ -80,7 +80,7 @@ def test_commands_reach_the_pipeline_and_are_answered(broker, agent):
     client = sender(broker)
     client.publish(f"{ROOT}/cmd/pause", json.dumps({"camera": "front", "id": "req-1"}), 1)
     client.publish(f"{ROOT}/cmd/set", json.dumps({"conf_threshold": 0.4, "classes": ["person"], "id": 7}), 1)
-    client.publish(f"{ROOT}/cmd/snapshot", b"", 1)
+    client.publish(f"{ROOT}/cmd/snapshot", b"{}", 1)
     client.publish(f"{ROOT}/cmd/pause", json.dumps({"camera": "back"}), 1)
     client.publish(f"{ROOT}/cmd/resume", b"{}", 1)
     wait(lambda: len(results(sub)) >= 5, 10, "five results")
@@ -173,21 +173,100 @@ def test_retained_commands_are_refused(broker, tmp_path, publishers):
         sub.close()
 
 
-def test_mqtt5_response_topic_and_correlation_data(broker, tmp_path, publishers):
+def test_an_empty_message_queued_while_the_agent_was_away_does_not_pause_it(broker, tmp_path, publishers):
+    """Clearing a retained command (an empty retained publish) while the agent is offline queues
+    that empty message in the agent's persistent session; it must not run as `pause {}`."""
+    config = agent_config(broker, tmp_path, mqtt={"commands": {"enabled": True}})
+    first = publishers(config)
+    assert first.wait_for(lambda c: c["commands"]["subscribed"], 10)  # the session and its subscription
+    assert first.stop(2)
+    client = sender(broker)
+    sub = Subscriber(broker, [f"{ROOT}/cmd/result"])
+    try:
+        client.publish(f"{ROOT}/cmd/pause", b"", 1, retain=True).wait_for_publish(5)
+        again = publishers(config, start=False)
+        calls: List[Any] = []
+        again.commands.register("pause", calls.append)
+        again.start()
+        wait(lambda: results(sub), 10, "the answer to the queued empty message")
+        answer = results(sub)[0]
+        assert not answer["ok"] and "an empty message is not a command" in answer["error"]
+        assert calls == [] and again.counters()["commands"]["handled"] == 0
+    finally:
+        close(client)
+        sub.close()
+
+
+def test_a_retained_command_sent_while_the_agent_is_connected_is_refused_on_mqtt5(broker, tmp_path,
+                                                                                 publishers):
+    # The broker clears the retain flag on live delivery unless the subscription asks for
+    # retain-as-published (MQTT 5); without it this command ran.
     pub = publishers(agent_config(broker, tmp_path, mqtt={"protocol": "5", "commands": {"enabled": True}}))
+    calls: List[Any] = []
+    pub.commands.register("pause", calls.append)
+    assert pub.wait_for(lambda c: c["commands"]["subscribed"], 10)
+    sub = Subscriber(broker, [f"{ROOT}/cmd/result"])
+    client = sender(broker, protocol=paho.MQTTv5)
+    try:
+        client.publish(f"{ROOT}/cmd/pause", b"{}", 1, retain=True).wait_for_publish(5)
+        wait(lambda: results(sub), 10, "the answer to the live retained command")
+        assert not results(sub)[0]["ok"] and "retained commands are ignored" in results(sub)[0]["error"]
+        client.publish(f"{ROOT}/cmd/pause", b"{}", 1).wait_for_publish(5)  # the same, not retained: runs
+        wait(lambda: len(results(sub)) >= 2, 10, "the answer to the plain command")
+        assert results(sub)[1]["ok"] and calls == [{}]
+    finally:
+        client.publish(f"{ROOT}/cmd/pause", b"", 1, retain=True).wait_for_publish(5)  # clear it
+        close(client)
+        sub.close()
+
+
+def mqtt5_request(client: paho.Client, command: str, response_topic: str, correlation: bytes) -> None:
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = response_topic
+    props.CorrelationData = correlation
+    client.publish(f"{ROOT}/cmd/{command}", b"{}", 1, properties=props).wait_for_publish(5)
+
+
+def test_mqtt5_response_topic_and_correlation_data(broker, tmp_path, publishers):
+    commands = {"enabled": True, "response_prefix": "replies"}
+    pub = publishers(agent_config(broker, tmp_path, mqtt={"protocol": "5", "commands": commands}))
     pub.commands.register("pause", lambda args: {"paused": True})
     assert pub.wait_for(lambda c: c["commands"]["subscribed"], 10)
-    replies = Subscriber(broker, ["replies/me"], protocol=paho.MQTTv5)
+    replies = Subscriber(broker, ["replies/me", f"{ROOT}/cmd/result/#"], protocol=paho.MQTTv5)
     client = sender(broker, protocol=paho.MQTTv5)
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = "replies/me"
-    props.CorrelationData = b"\x00\x01req-42"
-    client.publish(f"{ROOT}/cmd/pause", b"{}", 1, properties=props)
-    wait(lambda: replies.messages, 10, "the reply on the response topic")
-    reply = replies.messages[0]
-    assert reply.properties.CorrelationData == b"\x00\x01req-42"
-    body = json.loads(reply.payload)
-    RESULT_SCHEMA.validate(body)
-    assert body["ok"] and body["result"] == {"paused": True}
+    mqtt5_request(client, "pause", "replies/me", b"\x00\x01req-42")  # under the configured prefix
+    mqtt5_request(client, "pause", f"{ROOT}/cmd/result/console-7", b"req-43")  # under the device's own
+    wait(lambda: len(replies.messages) >= 2, 10, "the replies on the response topics")
+    by_topic = {m.topic: m for m in replies.messages}
+    expected = (("replies/me", b"\x00\x01req-42"), (f"{ROOT}/cmd/result/console-7", b"req-43"))
+    for topic, correlation in expected:
+        reply = by_topic[topic]
+        assert reply.properties.CorrelationData == correlation
+        body = json.loads(reply.payload)
+        RESULT_SCHEMA.validate(body)
+        assert body["ok"] and body["result"] == {"paused": True}
     close(client)
     replies.close()
+
+
+@pytest.mark.parametrize("target", ["evil/injected", f"{ROOT}/status", "detection-agent/box-2/cmd/result",
+                                    "replies/me"])
+def test_mqtt5_response_topic_outside_the_allowed_ones_is_refused(broker, tmp_path, publishers, target):
+    pub = publishers(agent_config(broker, tmp_path, mqtt={"protocol": "5", "commands": {"enabled": True}}))
+    calls: List[Any] = []
+    pub.commands.register("pause", calls.append)
+    assert pub.wait_for(lambda c: c["commands"]["subscribed"], 10)
+    spy = Subscriber(broker, ["#"], protocol=paho.MQTTv5)
+    client = sender(broker, protocol=paho.MQTTv5)
+    mqtt5_request(client, "pause", target, b"req-1")
+    wait(lambda: spy.payloads("/cmd/result"), 10, "the refusal on cmd/result")
+    refusal = json.loads(spy.payloads("/cmd/result")[0])
+    assert not refusal["ok"] and f"response topic '{target}' is not allowed" in refusal["error"]
+    assert calls == []  # not run either
+    time.sleep(0.3)  # anything sent to the target would have arrived with the refusal
+    written = [m for m in spy.messages if m.topic == target and b"command-result" in bytes(m.payload)]
+    assert written == []
+    if target.endswith("/status"):
+        assert [bytes(m.payload) for m in spy.messages if m.topic == target] == [b"online"]
+    close(client)
+    spy.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from agent.publish.commands import CommandError, Commands, parse, request_id
+from agent.publish.commands import CommandError, Commands, parse, request_id, response_topic_allowed
 
 CAMERAS = ["front", "back"]
 NAMES = ["person", "car", "dog"]
@@ -20,10 +20,10 @@ def run(name, body, max_payload=4096):
 
 
 def test_valid_commands():
-    assert run("pause", b"") == {}
+    assert run("pause", b"{}") == {}
     assert run("pause", {"camera": "front", "id": "x"}) == {"camera": "front"}
     assert run("resume", {"camera": None}) == {}
-    assert run("snapshot", b"  ") == {}
+    assert run("snapshot", b" {} ") == {}
     both = {"conf_threshold": 1.0, "iou_threshold": 0.0}
     assert run("set", {"conf_threshold": 1, "iou_threshold": 0.0}) == both
     assert run("set", {"classes": ["dog", "dog", "car"]}) == {"classes": ["dog", "car"]}
@@ -108,8 +108,8 @@ def test_dispatch_outcomes():
     commands.register("set", crash)
     assert commands.handle("pause", b'{"camera": "back"}') == {"ok": True, "result": {"paused": True}}
     assert seen == [{"camera": "back"}]
-    assert commands.handle("resume", b"") == {"ok": True, "result": {"value": 42}}
-    assert commands.handle("snapshot", b"") == {"ok": False, "error": "not now"}
+    assert commands.handle("resume", b"{}") == {"ok": True, "result": {"value": 42}}
+    assert commands.handle("snapshot", b"{}") == {"ok": False, "error": "not now"}
     crashed = commands.handle("set", b'{"conf_threshold": 0.2}')
     assert not crashed["ok"] and "ZeroDivisionError: boom" in crashed["error"]
     retained = commands.handle("pause", b"{}", retained=True)
@@ -119,7 +119,49 @@ def test_dispatch_outcomes():
 
 def test_unregistered_and_unknown():
     commands = Commands(CAMERAS, NAMES, 4096)
-    assert commands.handle("pause", b"") == {"ok": False, "error": "pause is not available in this agent"}
-    assert "unknown command" in commands.handle("../../etc", b"")["error"]
+    assert commands.handle("pause", b"{}") == {"ok": False, "error": "pause is not available in this agent"}
+    assert "unknown command" in commands.handle("../../etc", b"{}")["error"]
     with pytest.raises(ValueError):
         commands.register("reboot", lambda args: None)
+
+
+@pytest.mark.parametrize("payload", [b"", b"  ", b"\n"])
+def test_an_empty_message_is_not_a_command(payload):
+    # An empty retained publish is how a retained command is cleared; it must never pause.
+    commands = Commands(CAMERAS, NAMES, 4096)
+    seen = []
+    commands.register("pause", seen.append)
+    outcome = commands.handle("pause", payload)
+    assert not outcome["ok"] and "an empty message is not a command" in outcome["error"]
+    assert seen == [] and commands.failed == 1
+
+
+def test_a_refusal_from_the_transport_stops_the_command():
+    commands = Commands(CAMERAS, NAMES, 4096)
+    seen = []
+    commands.register("pause", seen.append)
+    outcome = commands.handle("pause", b"{}", refusal="response topic 'x' is not allowed")
+    assert outcome == {"ok": False, "error": "response topic 'x' is not allowed"} and seen == []
+
+
+RESULT = "detection-agent/box-1/cmd/result"
+
+
+@pytest.mark.parametrize("topic, prefix, allowed", [
+    (RESULT, None, True),
+    (RESULT + "/ops-console-7", None, True),
+    ("detection-agent/box-1/cmd/resultx", None, False),
+    ("detection-agent/box-1/status", None, False),  # the agent's own retained status
+    ("detection-agent/box-2/cmd/result", None, False),  # another device's answers
+    ("evil/injected", None, False),
+    ("replies/me", None, False),
+    ("replies/me", "replies", True),
+    ("replies", "replies", False),
+    ("repliesX/me", "replies", False),
+    ("site/a/replies/x", "site/a/replies", True),
+    (RESULT + "/+", None, False),
+    ("replies/#", "replies", False),
+    ("", "replies", False),
+])
+def test_response_topics_are_limited_to_the_devices_own_or_a_configured_prefix(topic, prefix, allowed):
+    assert response_topic_allowed(topic, RESULT, prefix) is allowed
