@@ -2,11 +2,15 @@
 
 The TensorRT builder API, step by step: the ONNX parser fills a network (explicit batch);
 the builder config gets a workspace limit, FP16/INT8 flags, an optimization profile when
-the batch is dynamic, an INT8 entropy calibrator that feeds images through the agent's own
-``Preprocessor`` (so calibration sees exactly what inference will see), and a timing cache
-that makes rebuilds fast. ``--nms`` first appends the EfficientNMS plugin (engine_nms.py).
-Beside ``model.engine`` goes ``model.engine.json``: ``ModelInfo``, TensorRT version, GPU
-and build flags, which the backend checks before it deserializes.
+the batch is dynamic, an INT8 entropy calibrator (engine_calib.py) that feeds images
+through the agent's own ``Preprocessor`` (so calibration sees exactly what inference will
+see), and a timing cache that makes rebuilds fast. ``--nms`` first appends the EfficientNMS
+plugin (engine_nms.py). Beside ``model.engine`` goes ``model.engine.json``: ``ModelInfo``,
+TensorRT version, GPU and build flags, which the backend checks before it deserializes.
+
+What a release lacks is asked with ``hasattr``, never guessed from its version string: the
+INT8 calibrator API and ``platform_has_fast_*`` (deprecated in 10.1 and 10.5, removed on
+TensorRT's main branch), the FP16 builder flag (removed with strong typing).
 
 Nothing heavy is imported at module level: the CLI imports this module to build its parser.
 """
@@ -18,6 +22,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -53,6 +58,10 @@ class BuildOptions:
             raise BadInputError("--batch, --workspace and --calib-max must be at least 1")
         if self.calib_images is not None and not self.int8:
             raise BadInputError("--calib-images only applies with --int8")
+        if self.nms and not 0.0 < self.iou <= 1.0:
+            # EfficientNMS_TRT's creator rejects an IoU threshold of 0 (TensorRT 8.5+), and the
+            # ONNX parse would fail with a bare "Could not create plugin".
+            raise BadInputError(f"--iou {self.iou}: the NMS IoU threshold must be above 0 and at most 1")
         if self.int8 and self.calib_images is None and not self.cache_path.is_file():
             raise BadInputError(f"--int8 needs calibration images (--calib-images DIR: a few hundred frames "
                                 "like "
@@ -76,14 +85,35 @@ def network_flags(trt: Any) -> int:
     return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
 
 
+def check_release(trt: Any, options: BuildOptions) -> None:
+    """Refuse, before any GPU work, a precision this TensorRT release cannot build."""
+    from .backends.engine_meta import parse_version
+
+    version = str(trt.__version__)
+    if options.int8 and not hasattr(trt, "IInt8EntropyCalibrator2"):
+        raise BadInputError(f"--int8 (model.precision: int8): TensorRT {version} has no INT8 calibration "
+                            "(the calibrator API, deprecated since TensorRT 10.1, is gone). Build with "
+                            "--fp16, or quantize the model explicitly (Q/DQ nodes in the ONNX, e.g. with "
+                            "NVIDIA's Model Optimizer) and build that model without --int8; see "
+                            "docs/deployment.md")
+    if (options.fp16 or options.int8) and not hasattr(trt.BuilderFlag, "FP16"):
+        raise BadInputError(f"--fp16 (model.precision: fp16): TensorRT {version} has no FP16 builder flag "
+                            "(networks are strongly typed): export the model in float16 (detection-agent "
+                            "export --half) and build it without --fp16 (model.precision: fp32)")
+    if options.int8 and parse_version(version) >= (10, 1):
+        log.warning("TensorRT %s deprecates INT8 calibration (since 10.1; later releases remove it): "
+                    "explicit quantization (a Q/DQ ONNX model) is the way forward", version)
+
+
 def build_engine(options: BuildOptions) -> Any:
     """Build and write the engine and its sidecar; returns the ``EngineMeta`` written."""
     from .backends.cuda_buffers import import_pycuda, open_context
     from .backends.onnx_info import load_onnx, summarize
-    from .backends.tensorrt import import_tensorrt
+    from .backends.trt_api import import_tensorrt
 
     options.check()
     trt = import_tensorrt("build-engine")
+    check_release(trt, options)
     cuda = import_pycuda("build-engine")
     model = load_onnx(options.onnx_path, "build-engine")
     summary = summarize(model, options.onnx_path)
@@ -97,7 +127,6 @@ def build_engine(options: BuildOptions) -> Any:
         output_names = list(OUTPUT_NAMES)
     ctx, device = open_context(cuda, options.device)
     try:
-        # In a function of its own so TensorRT's objects are gone before the context is destroyed.
         plan, flags, dynamic = _run_builder(trt, cuda, model.SerializeToString(), info, options,
                                             device.name())
     finally:
@@ -106,81 +135,109 @@ def build_engine(options: BuildOptions) -> Any:
 
 
 def _run_builder(trt: Any, cuda: Any, data: bytes, info: Any, options: BuildOptions, gpu: str) -> Any:
-    from .backends.tensorrt import make_logger
+    from .backends.trt_api import TrtErrors, process_logger
 
-    logger = make_logger(trt)
+    logger = process_logger(trt)
     trt.init_libnvinfer_plugins(logger, "")  # EfficientNMS_TRT is one of the bundled plugins
-    builder = trt.Builder(logger)
-    network = builder.create_network(network_flags(trt))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(data):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ModelError(f"{options.onnx_path}: TensorRT's ONNX parser failed: "
-                         f"{errors or logger.take_errors()}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb * MB)
-    flags = _precision_flags(trt, builder, config, options)
-    profile, dynamic = _profile(builder, config, network, info.input_size, options.batch)
-    calibrator = None
+    builder = network = parser = config = profile = timing = calibrator = plan = None
     try:
-        if options.int8:
-            images = _calibration_images(options)
-            calibrator = make_calibrator(trt, cuda, images, info, options.batch, options.cache_path)
-            config.int8_calibrator = calibrator
-            if profile is not None:
-                config.set_calibration_profile(profile)
-        timing = _load_timing_cache(config, options.timing_path)
-        log.info("building %s (TensorRT %s, %s, %s); this takes minutes", options.output, trt.__version__,
-                 gpu, ", ".join(flags) or "fp32")
-        started = time.monotonic()
-        plan = builder.build_serialized_network(network, config)
-        if calibrator is not None and calibrator.failure is not None:
-            raise calibrator.failure
-        if plan is None:
-            raise BackendError(f"TensorRT could not build the engine: {logger.take_errors()}. Out of memory? "
-                               "Try a smaller --workspace or --batch")
+        with TrtErrors() as errors:
+            builder = trt.Builder(logger)
+            network = builder.create_network(network_flags(trt))
+            parser = trt.OnnxParser(network, logger)
+            if not parser.parse(data):
+                text = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+                raise ModelError(f"{options.onnx_path}: TensorRT's ONNX parser failed: "
+                                 f"{text or errors.text()}")
+            config = builder.create_builder_config()
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb * MB)
+            flags = _precision_flags(trt, builder, config, options)
+            profile, dynamic = _profile(builder, config, network, info.input_size, options)
+            if options.int8:
+                calibrator = _calibrator(trt, cuda, network, info, options)
+                config.int8_calibrator = calibrator
+                if profile is not None:
+                    config.set_calibration_profile(profile)
+            timing = _load_timing_cache(config, options.timing_path)
+            log.info("building %s (TensorRT %s, %s, %s); this takes minutes", options.output, trt.__version__,
+                     gpu, ", ".join(flags) or "fp32")
+            started = time.monotonic()
+            plan = builder.build_serialized_network(network, config)
+            if calibrator is not None and calibrator.failure is not None:
+                raise calibrator.failure
+            if plan is None:
+                raise BackendError(f"TensorRT could not build the engine: {errors.text()}. Out of memory? "
+                                   "Try a smaller --workspace or --batch")
         log.info("built in %.0f s", time.monotonic() - started)
-        _save_timing_cache(timing, options.timing_path)
+        if timing is not None:
+            _save_timing_cache(timing, options.timing_path)
         return bytes(plan), flags, dynamic
+    except BaseException as exc:
+        # A failure's traceback keeps the frames it passed through, and every TensorRT object
+        # in them, alive past the caller's ctx.detach(), and they hold resources of that CUDA
+        # context. Clear the helpers' frames here (this one clears below; lines stay readable).
+        if exc.__traceback__ is not None:
+            traceback.clear_frames(exc.__traceback__)
+        raise
     finally:
         if calibrator is not None:
             calibrator.free()
+        del builder, network, parser, config, profile, timing, calibrator, plan
 
 
 def _precision_flags(trt: Any, builder: Any, config: Any, options: BuildOptions) -> List[str]:
     flags = []
     # INT8 layers TensorRT cannot quantize fall back to FP16 rather than FP32, NVIDIA's advice.
     if options.fp16 or options.int8:
-        if not builder.platform_has_fast_fp16:
+        # platform_has_fast_* are deprecated since TensorRT 10.5 and gone later: ask only if present.
+        if getattr(builder, "platform_has_fast_fp16", True) is False:
             log.warning("this GPU has no fast FP16: the FP16 engine may be no faster than FP32")
         config.set_flag(trt.BuilderFlag.FP16)
         flags.append("fp16")
     if options.int8:
-        if not builder.platform_has_fast_int8:
+        if getattr(builder, "platform_has_fast_int8", True) is False:
             log.warning("this GPU has no fast INT8 (a Jetson Nano has none): expect little gain")
         config.set_flag(trt.BuilderFlag.INT8)
         flags.append("int8")
     return flags
 
 
-def _profile(builder: Any, config: Any, network: Any, input_size: Any, batch: int) -> Any:
+def _profile(builder: Any, config: Any, network: Any, input_size: Any, options: BuildOptions) -> Any:
     """(profile or None, dynamic batch?) for the network's image input."""
     tensor = network.get_input(0)
     shape = tuple(int(d) for d in tensor.shape)
+    batch = options.batch
+    if shape[0] != -1 and batch != shape[0]:
+        raise BadInputError(f"--batch {batch}: {options.onnx_path} has a fixed batch of {shape[0]} (input "
+                            f"{tensor.name} {shape}); export it with --dynamic, or build with "
+                            f"--batch {shape[0]}")
     if -1 not in shape:
-        if batch != shape[0]:
-            raise BadInputError(f"--batch {batch}: the model has a fixed batch of {shape[0]}; export it with "
-                                f"--dynamic, or with --batch {batch}")
         return None, False
     h, w = input_size
     channels = shape[1] if shape[1] > 0 else 3
     low = 1 if shape[0] == -1 else shape[0]
+    shapes = [(low, channels, h, w), (batch, channels, h, w), (batch, channels, h, w)]
     profile = builder.create_optimization_profile()
-    # The camera batch is what runs all the time: optimise for it, allow fewer frames.
-    profile.set_shape(tensor.name, (low, channels, h, w), (batch, channels, h, w), (batch, channels, h, w))
+    try:
+        # The camera batch is what runs all the time: optimise for it, allow fewer frames.
+        profile.set_shape(tensor.name, *shapes)
+    except RuntimeError as exc:  # the bindings raise when min <= opt <= max does not hold
+        raise BadInputError(f"{options.onnx_path}: TensorRT refused the optimization profile of input "
+                            f"{tensor.name} {shape}: min/opt/max {shapes} ({exc}); check --batch") from None
     if config.add_optimization_profile(profile) < 0:
         raise ModelError(f"TensorRT rejected the optimization profile for {tensor.name} {shape}")
     return profile, shape[0] == -1
+
+
+def _calibrator(trt: Any, cuda: Any, network: Any, info: Any, options: BuildOptions) -> Any:
+    from .backends.trt_api import numpy_dtype
+    from .engine_calib import make_calibrator
+
+    tensor = network.get_input(0)
+    # Calibration batches are in the input's own type: float16 for an `export --half` model.
+    dtype = numpy_dtype(tensor.dtype, f"input {tensor.name!r}")
+    return make_calibrator(trt, cuda, _calibration_images(options), info, options.batch, options.cache_path,
+                           dtype)
 
 
 def _calibration_images(options: BuildOptions) -> List[Path]:
@@ -199,70 +256,21 @@ def _calibration_images(options: BuildOptions) -> List[Path]:
     return images
 
 
-def make_calibrator(trt: Any, cuda: Any, images: List[Path], info: Any, batch: int, cache_path: Path) -> Any:
-    """An ``IInt8EntropyCalibrator2`` fed by the agent's own preprocessing, with a cache file."""
-    import numpy as np
-
-    from .fileio import atomic_write_bytes, read_image
-    from .preprocess import Preprocessor
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.preprocess = Preprocessor(info.input_size, info.resize_mode, batch, np.float32)
-            # Whole batches only: the engine's calibration shape is the profile's opt shape.
-            self.batches = [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)]
-            self.index = 0
-            self.failure: Optional[BaseException] = None
-            h, w = info.input_size
-            try:
-                self.device = cuda.mem_alloc(batch * 3 * h * w * 4)
-            except cuda.Error as exc:
-                raise BackendError(f"cannot allocate the calibration batch on the GPU: {exc}") from None
-
-        def get_batch_size(self) -> int:
-            return batch
-
-        def get_batch(self, names: List[str]) -> Optional[List[int]]:
-            if self.index >= len(self.batches) or self.failure is not None:
-                return None
-            try:
-                tensor, _ = self.preprocess([read_image(p) for p in self.batches[self.index]])
-                cuda.memcpy_htod(self.device, np.ascontiguousarray(tensor))
-            except Exception as exc:  # an exception must not cross into TensorRT's C++ caller
-                self.failure = exc
-                return None
-            self.index += 1
-            if self.index % 10 == 0 or self.index == len(self.batches):
-                log.info("calibration batch %d/%d", self.index, len(self.batches))
-            return [int(self.device)]
-
-        def read_calibration_cache(self) -> Optional[bytes]:
-            if cache_path.is_file():
-                log.info("using calibration cache %s", cache_path)
-                return cache_path.read_bytes()
-            return None
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            atomic_write_bytes(cache_path, bytes(cache))
-            log.info("calibration cache written: %s", cache_path)
-
-        def free(self) -> None:
-            self.device.free()
-
-    return EntropyCalibrator()
-
-
 def _load_timing_cache(config: Any, path: Path) -> Any:
-    data = b""
-    if path.is_file():
-        data = path.read_bytes()
+    """The timing cache to build with (None: build without one), from ``path`` when usable."""
+    data = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(data)
     if cache is None:  # corrupt or from another TensorRT: start afresh
         log.warning("%s: unusable timing cache, starting a new one", path)
         cache = config.create_timing_cache(b"")
-    config.set_timing_cache(cache, False)
-    return cache
+    if config.set_timing_cache(cache, False):
+        return cache
+    # Refused: timed on another GPU. Its timings would mislead the builder here, so build
+    # without them; the fresh cache of this build replaces the file.
+    log.warning("%s: timing cache made on another GPU: building without it; this build's timings will "
+                "replace it", path)
+    cache = config.create_timing_cache(b"")
+    return cache if cache is not None and config.set_timing_cache(cache, False) else None
 
 
 def _save_timing_cache(cache: Any, path: Path) -> None:

@@ -43,8 +43,12 @@ def add_efficient_nms(model: Any, info: ModelInfo, score_threshold: float = 0.25
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= iou_threshold <= 1.0:
-        raise BadInputError(f"--score {score_threshold} and --iou {iou_threshold} must lie in [0, 1]")
+    if not 0.0 <= score_threshold <= 1.0:
+        raise BadInputError(f"--score {score_threshold} must lie in [0, 1]")
+    if not 0.0 < iou_threshold <= 1.0:
+        # EfficientNMS_TRT's creator validates iouThreshold > 0 (TensorRT 8.5+): at 0 the ONNX
+        # parse fails with a bare "Could not create plugin".
+        raise BadInputError(f"--iou {iou_threshold}: the NMS IoU threshold must be above 0 and at most 1")
     if max_output_boxes < 1:
         raise BadInputError(f"--max-det must be at least 1, got {max_output_boxes}")
     if box_coding not in (0, 1):

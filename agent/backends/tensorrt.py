@@ -14,7 +14,9 @@ object offers:
   ``execute_async_v2``.
 
 Engines built with a dynamic batch (an optimization profile) take any batch up to the
-profile's maximum; engines with a fixed batch get smaller batches padded.
+profile's maximum; engines with a fixed batch get smaller batches padded. Tensor types are
+mapped to numpy by the project (trt_api.py), never by ``trt.nptype``, which TensorRT 8.4-8.5
+break on numpy 1.24; TensorRT's logger is the process's one (trt_api.py says why).
 """
 
 from __future__ import annotations
@@ -32,44 +34,11 @@ from ..types import ModelInfo
 from .base import WarmupMixin
 from .cuda_buffers import Buffer, Buffers, import_pycuda, memory_note, open_context
 from .engine_meta import EngineMeta, check_compatible, read_sidecar
+from .trt_api import TrtErrors, import_tensorrt, numpy_dtype, process_logger
+
+__all__ = ["TensorRTBackend", "TensorSpec", "import_tensorrt"]
 
 log = logging.getLogger(__name__)
-
-
-def import_tensorrt(purpose: str = "the tensorrt backend") -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendError(f"{purpose} needs TensorRT, which is missing ({exc}); it comes "
-                           "with JetPack (apt install python3-libnvinfer). Without an NVIDIA GPU, run the "
-                           ".onnx model with --backend onnxruntime") from None
-    return trt
-
-
-def make_logger(trt: Any) -> Any:
-    """A TensorRT logger that forwards to ``logging`` and remembers the errors for messages."""
-
-    class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: List[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            sev = trt.ILogger.Severity
-            if severity in (sev.INTERNAL_ERROR, sev.ERROR):
-                self.errors.append(str(msg))
-                log.error("TensorRT: %s", msg)
-            elif severity == sev.WARNING:
-                log.warning("TensorRT: %s", msg)
-            else:
-                log.debug("TensorRT: %s", msg)
-
-        def take_errors(self) -> str:
-            text = "; ".join(self.errors[-3:]) or "no message from TensorRT"
-            self.errors.clear()
-            return text
-
-    return _Logger()
 
 
 @dataclasses.dataclass
@@ -91,6 +60,7 @@ class TensorRTBackend(WarmupMixin):
         model_path = Path(model_path)
         trt = import_tensorrt()
         self._cuda = cuda = import_pycuda()
+        self._logger = process_logger(trt)
         self._owner = threading.get_ident()
         self._ctx: Any = None
         self._runtime: Any = None
@@ -110,7 +80,8 @@ class TensorRTBackend(WarmupMixin):
                 log.warning("%s: no %s.json sidecar: cannot check the TensorRT version and GPU before "
                             "loading; class names come from --names or the config", model_path,
                             model_path.name)
-            self._load(trt, model_path, meta, batch_size, class_names)
+            with TrtErrors() as errors:
+                self._load(trt, model_path, meta, batch_size, class_names, errors)
         except BaseException:
             self.close()
             raise
@@ -118,8 +89,7 @@ class TensorRTBackend(WarmupMixin):
     # ------------------------------------------------------------------ loading
 
     def _load(self, trt: Any, model_path: Path, meta: Optional[EngineMeta], batch_size: int,
-              class_names: Optional[Sequence[str]]) -> None:
-        self._logger = make_logger(trt)
+              class_names: Optional[Sequence[str]], errors: TrtErrors) -> None:
         # Plugins (EfficientNMS_TRT) must be registered before an engine using them deserializes.
         trt.init_libnvinfer_plugins(self._logger, "")
         try:
@@ -130,14 +100,14 @@ class TensorRTBackend(WarmupMixin):
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise ModelError(f"{model_path}: TensorRT {trt.__version__} cannot load this engine "
-                             f"({self._logger.take_errors()}). The file is corrupt, or was built by another "
+                             f"({errors.text()}). The file is corrupt, or was built by another "
                              "TensorRT version or for another GPU: run `detection-agent build-engine` on "
                              "this device")
         self.api = "v3" if hasattr(self._engine, "num_io_tensors") else "v2"
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise BackendError(f"{model_path}: TensorRT cannot create an execution context "
-                               f"({self._logger.take_errors()}){memory_note(self._cuda)}: out of GPU memory?")
+                               f"({errors.text()}){memory_note(self._cuda)}: out of GPU memory?")
         specs = self._describe(trt)
         inputs = [s for s in specs if s.is_input]
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
@@ -172,7 +142,7 @@ class TensorRTBackend(WarmupMixin):
                 if is_input and -1 in shape:
                     shapes = engine.get_tensor_profile_shape(name, 0)
                     profile = tuple(tuple(int(d) for d in s) for s in shapes)
-                dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+                dtype = numpy_dtype(engine.get_tensor_dtype(name), f"engine tensor {name!r}")
                 specs.append(TensorSpec(name, i, is_input, shape, dtype, profile))
         else:
             for i in range(engine.num_bindings):
@@ -181,8 +151,9 @@ class TensorRTBackend(WarmupMixin):
                 profile = None
                 if is_input and -1 in shape:
                     profile = tuple(tuple(int(d) for d in s) for s in engine.get_profile_shape(0, i))
-                specs.append(TensorSpec(engine.get_binding_name(i), i, is_input, shape,
-                                        np.dtype(trt.nptype(engine.get_binding_dtype(i))), profile))
+                name = engine.get_binding_name(i)
+                dtype = numpy_dtype(engine.get_binding_dtype(i), f"engine tensor {name!r}")
+                specs.append(TensorSpec(name, i, is_input, shape, dtype, profile))
         return specs
 
     @staticmethod
@@ -218,12 +189,13 @@ class TensorRTBackend(WarmupMixin):
 
     def _set_batch(self, n: int) -> None:
         shape = (n, *self._chw)
-        if self.api == "v3":
-            ok = self._context.set_input_shape(self._in_spec.name, shape)
-        else:
-            ok = self._context.set_binding_shape(self._in_spec.index, shape)
+        with TrtErrors() as errors:
+            if self.api == "v3":
+                ok = self._context.set_input_shape(self._in_spec.name, shape)
+            else:
+                ok = self._context.set_binding_shape(self._in_spec.index, shape)
         if not ok:
-            raise BackendError(f"TensorRT refused input shape {shape} ({self._logger.take_errors()})")
+            raise BackendError(f"TensorRT refused input shape {shape} ({errors.text()})")
         self._current_batch = n
         self._out_shapes = [self._output_shape(spec) for spec in self._out_specs]
 
@@ -252,9 +224,10 @@ class TensorRTBackend(WarmupMixin):
             raise BackendError(f"cannot create a CUDA stream: {exc}") from None
         if self.api == "v3":
             for buffer in [self._in, *self._outs]:
-                if not self._context.set_tensor_address(buffer.name, buffer.address):
-                    raise BackendError(f"TensorRT refused the address of {buffer.name!r} "
-                                       f"({self._logger.take_errors()})")
+                with TrtErrors() as errors:
+                    ok = self._context.set_tensor_address(buffer.name, buffer.address)
+                if not ok:
+                    raise BackendError(f"TensorRT refused the address of {buffer.name!r} ({errors.text()})")
         else:
             bindings = [0] * self._engine.num_bindings
             for spec, buffer in zip([self._in_spec, *self._out_specs], [self._in, *self._outs]):
@@ -297,12 +270,13 @@ class TensorRTBackend(WarmupMixin):
         cuda = self._cuda
         try:
             cuda.memcpy_htod_async(self._in.device, host[:rows], self._stream)
-            if self.api == "v3":
-                ok = self._context.execute_async_v3(self._stream.handle)
-            else:
-                ok = self._context.execute_async_v2(self._bindings, self._stream.handle)
+            with TrtErrors() as errors:
+                if self.api == "v3":
+                    ok = self._context.execute_async_v3(self._stream.handle)
+                else:
+                    ok = self._context.execute_async_v2(self._bindings, self._stream.handle)
             if not ok:
-                raise BackendError(f"TensorRT execution failed ({self._logger.take_errors()})")
+                raise BackendError(f"TensorRT execution failed ({errors.text()})")
             views = []
             for out, shape in zip(self._outs, self._out_shapes):
                 # The current shape's elements are a prefix of the buffer made for the largest batch.

@@ -7,6 +7,7 @@ the NMS surgery is checked by running the graph up to the plugin with ONNX Runti
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from agent.backends.base import open_backend
 from agent.backends.onnx_info import read_summary
 from agent.engine import BuildOptions, build_engine
 from agent.engine_nms import add_efficient_nms
-from agent.errors import BadInputError, ModelError
+from agent.errors import BackendError, BadInputError, ModelError
 from agent.fileio import list_images, read_image, write_image
 from agent.postprocess.decode import cxcywh_to_xyxy
 from agent.preprocess import Preprocessor
@@ -79,7 +80,7 @@ def test_timing_cache_is_written_and_reused(fake_gpu, model_path, tmp_path):
 
 
 def test_batch_needs_a_dynamic_model(fake_gpu, model_path, tmp_path):
-    with pytest.raises(BadInputError, match="fixed batch of 1; export it with --dynamic"):
+    with pytest.raises(BadInputError, match=r"fixed batch of 1 .*export it with --dynamic"):
         build_engine(BuildOptions(model_path, tmp_path / "x.engine", batch=4))
 
 
@@ -158,3 +159,117 @@ def test_nms_refuses_other_layouts(model_path):
     summary.info.output_format = None
     with pytest.raises(BadInputError, match="must lie in"):
         add_efficient_nms(onnx.load(str(model_path)), summary.info, score_threshold=1.5)
+
+
+# -- issue 19: the build path against the real TensorRT API --------------------------------------------
+
+
+def _fixed_batch_dynamic_size(src: Path, dst: Path, batch: int) -> Path:
+    """The model with a fixed leading dimension but a dynamic height (so it needs a profile)."""
+    model = onnx.load(str(src))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_value = batch
+    dims[2].dim_param = "height"
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_failed_build_frees_tensorrt_objects_before_the_cuda_context(fake_gpu, model_path, tmp_path):
+    """The builder holds resources of the build's CUDA context; a failure's traceback must not
+    keep it alive past ctx.detach() (the fake records a context destroyed with them live)."""
+    graph = onnx.load(str(model_path)).graph
+    no_output = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["images"], ["copy"])], "no-output", [graph.input[0]], []))
+    no_output.metadata_props.add(key="imgsz", value="[416, 416]")
+    onnx.save(no_output, str(tmp_path / "no-output.onnx"))
+    with pytest.raises(BackendError, match=r"could not build the engine: .*at least one output") as failure:
+        build_engine(BuildOptions(tmp_path / "no-output.onnx", tmp_path / "x.engine"))
+    assert failure.value.__traceback__ is not None  # still held here, as by any caller's handler
+    assert_released(fake_gpu)
+
+
+def test_nms_iou_must_be_above_zero(fake_gpu, model_path, tmp_path):
+    """EfficientNMS (TensorRT 8.5+) rejects IoU 0: a one-line error before any GPU work."""
+    with pytest.raises(BadInputError, match=r"--iou 0\.0: the NMS IoU threshold must be above 0"):
+        build_engine(BuildOptions(model_path, tmp_path / "x.engine", nms=True, iou=0.0))
+    assert not fake_gpu.cuda.FAKE.initialized
+    summary = read_summary(model_path, "test")
+    with pytest.raises(BadInputError, match="above 0"):
+        add_efficient_nms(onnx.load(str(model_path)), summary.info, iou_threshold=0.0)
+    build_engine(BuildOptions(model_path, tmp_path / "x.engine", iou=0.0))  # without --nms it is unused
+
+
+def test_batch_below_a_fixed_leading_dimension_is_a_one_line_error(fake_gpu, model_path, tmp_path, capsys):
+    from agent.cli import main
+
+    model = _fixed_batch_dynamic_size(model_path, tmp_path / "b2.onnx", 2)
+    with pytest.raises(BadInputError, match=r"--batch 1: .* fixed batch of 2 .*--batch 2"):
+        build_engine(BuildOptions(model, tmp_path / "x.engine", batch=1))
+    capsys.readouterr()
+    assert main(["build-engine", str(model), "-o", str(tmp_path / "x.engine")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --batch 1: ")
+    assert_released(fake_gpu)
+
+
+def test_refused_optimization_profile_is_bad_input(fake_gpu, dynamic_model, tmp_path, monkeypatch):
+    """set_shape raises RuntimeError on shapes TensorRT finds inconsistent: exit code 2, not a traceback."""
+    def refuse(self, *args):
+        raise RuntimeError("Shape provided for opt is inconsistent with other shapes.")
+
+    monkeypatch.setattr(fake_gpu.trt.IOptimizationProfile, "set_shape", refuse)
+    with pytest.raises(BadInputError, match=r"refused the optimization profile of input images .*"
+                                            r"inconsistent with other shapes"):
+        build_engine(BuildOptions(dynamic_model, tmp_path / "x.engine", batch=2))
+    assert_released(fake_gpu)
+
+
+def test_timing_cache_of_another_gpu_is_not_used_and_is_replaced(fake_gpu, model_path, tmp_path, caplog):
+    build_engine(BuildOptions(model_path, tmp_path / "a.engine"))
+    timing = tmp_path / "tensorrt-timing.cache"
+    assert b"Orin (fake)" in timing.read_bytes()
+    fake_gpu.cuda.FAKE.device_name, fake_gpu.cuda.FAKE.compute_capability = "Xavier (fake)", (7, 2)
+    with caplog.at_level(logging.WARNING):
+        build_engine(BuildOptions(model_path, tmp_path / "b.engine"))
+    assert "timing cache made on another GPU" in caplog.text
+    assert fake_gpu.knobs.STATE.builds[-1].timing_cache_entries_before == 0  # built without its timings
+    assert b"Xavier (fake)" in timing.read_bytes() and b"Orin (fake)" not in timing.read_bytes()
+    assert_released(fake_gpu)
+
+
+def test_int8_on_a_release_without_calibration_says_what_it_needs(fake_gpu, model_path, calib_dir, tmp_path):
+    fake_gpu.knobs.configure(generation="11")
+    with pytest.raises(BadInputError, match=r"--int8 .*TensorRT 11\.\S+ has no INT8 calibration .*"
+                                            r"deprecated since TensorRT 10\.1.*Q/DQ"):
+        build_engine(BuildOptions(model_path, tmp_path / "x.engine", int8=True, calib_images=calib_dir))
+    with pytest.raises(BadInputError, match=r"--fp16 .*no FP16 builder flag .*export --half"):
+        build_engine(BuildOptions(model_path, tmp_path / "x.engine", fp16=True))
+    assert not fake_gpu.cuda.FAKE.initialized  # refused before any GPU work
+    meta = build_engine(BuildOptions(model_path, tmp_path / "fp32.engine"))  # FP32 builds as before
+    assert meta.build["fp16"] is False
+    assert_released(fake_gpu)
+
+
+def test_int8_on_tensorrt_10_warns_about_the_deprecation(fake_gpu, dynamic_model, calib_dir, tmp_path,
+                                                         caplog):
+    fake_gpu.knobs.configure(generation="10", fast_int8=False)
+    with caplog.at_level(logging.WARNING):
+        build_engine(BuildOptions(dynamic_model, tmp_path / "x.engine", int8=True, calib_images=calib_dir))
+    assert "deprecates INT8 calibration" in caplog.text and "no fast INT8" in caplog.text
+    fake_gpu.knobs.configure(generation="8.6")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        build_engine(BuildOptions(dynamic_model, tmp_path / "y.engine", int8=True, calib_images=calib_dir))
+    assert "deprecates" not in caplog.text
+
+
+def test_int8_calibration_of_a_float16_input_model(fake_gpu, fp16_model, calib_dir, tmp_path):
+    """The calibrator's batches are in the input's own type: float16 for an `export --half` model."""
+    build_engine(BuildOptions(fp16_model, tmp_path / "x.engine", int8=True, calib_images=calib_dir))
+    record = fake_gpu.knobs.STATE.builds[-1]
+    assert record.input_dtypes == {"images": "HALF"} and len(record.calibration_batches) == 5
+    paths = list_images([str(calib_dir)])
+    expected, _ = Preprocessor((416, 416), "letterbox", 1, np.float16)([read_image(paths[2])])
+    assert record.calibration_batches[2].dtype == np.float16
+    np.testing.assert_array_equal(record.calibration_batches[2], expected)
+    assert_released(fake_gpu)

@@ -2,8 +2,12 @@
 
 ``build_serialized_network`` checks what the real builder checks (an optimization profile
 for every dynamic input, shapes inside it, a parsed network), runs INT8 calibration through
-the calibrator's ``get_batch`` (reading the device pointers it returns) or its cache, and
-returns an ``IHostMemory`` plan, or None with an error logged.
+the calibrator's ``get_batch`` (reading the device pointers it returns, in the input's own
+data type) or its cache, and returns an ``IHostMemory`` plan, or None with an error logged.
+``IOptimizationProfile.set_shape`` raises RuntimeError on inconsistent shapes, as the
+bindings do; a timing cache remembers the GPU it was made on and ``set_timing_cache``
+refuses another GPU's (returns False) unless ``ignore_mismatch``. A ``Builder`` holds device
+resources of the CUDA context that is current when it is made, like the real one.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from ._common import (
     CalibrationAlgoType,
     DataType,
     Dims,
+    Gated,
     ILogger,
     MemoryPoolType,
     NetworkDefinitionCreationFlag,
+    adopt_logger,
     check_logger,
     error,
-    nptype,
+    numpy_of,
+    public_dtype,
     warning,
 )
 from ._plan import NetworkSpec, ParseFailure, bytes_of, network_from_onnx, serialize, shape_matches
@@ -39,7 +46,7 @@ class ITensor:
     def __init__(self, name: str, shape: Tuple[int, ...], dtype: int) -> None:
         self.name = name
         self.shape = Dims(shape)
-        self.dtype = DataType(dtype)
+        self.dtype = public_dtype(dtype)
 
 
 class INetworkDefinition:
@@ -120,7 +127,7 @@ class OnnxParser:
             spec = network_from_onnx(bytes(model), STATE.plugins)
         except ParseFailure as exc:
             self._errors.append(ParserError(str(exc), exc.node))
-            error(self.logger, str(exc))
+            self.logger.log(ILogger.Severity.ERROR, str(exc))  # the parser logs through its own logger
             return False
         self.network.spec = spec
         self.network._inputs = [ITensor(t.name, t.shape, t.dtype) for t in spec.inputs]
@@ -138,11 +145,19 @@ class IOptimizationProfile:
         self._valid = True
 
     def set_shape(self, input: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> None:
-        shapes = [tuple(int(d) for d in s) for s in (min, opt, max)]
-        if not all(len(s) == len(shapes[0]) for s in shapes) or \
-                not all(a <= b <= c for a, b, c in zip(*shapes)):
-            self._valid = False  # the real one logs and marks the profile invalid
-        self.shapes[input] = shapes
+        """setDimensions for MIN, then OPT, then MAX; the bindings raise on the first refusal."""
+        given: List[Tuple[int, ...]] = []
+        for selector, dims in (("min", min), ("opt", opt), ("max", max)):
+            shape = tuple(int(d) for d in dims)
+            consistent = all(d >= 0 for d in shape) and all(
+                len(prev) == len(shape) and all(a <= b for a, b in zip(prev, shape)) for prev in given)
+            if not consistent:
+                error(f"4: [optimizationProfile.cpp::setDimensions] Error Code 4: API Usage Error ({input}: "
+                      f"{selector} dimensions {shape} are inconsistent with {given})")
+                self._valid = False
+                raise RuntimeError(f"Shape provided for {selector} is inconsistent with other shapes.")
+            given.append(shape)
+        self.shapes[input] = given
 
     def get_shape(self, input: str) -> List[Dims]:
         return [Dims(s) for s in self.shapes.get(input, [])]
@@ -151,12 +166,18 @@ class IOptimizationProfile:
         return self._valid
 
 
+def _this_device() -> List[Any]:
+    fake_gpu = _driver().FAKE
+    return [fake_gpu.device_name, list(fake_gpu.compute_capability)]
+
+
 class ITimingCache:
-    def __init__(self, entries: int = 0) -> None:
+    def __init__(self, entries: int = 0, device: Optional[List[Any]] = None) -> None:
         self.entries = entries
+        self.device = device if device is not None else _this_device()  # where its timings were taken
 
     def serialize(self) -> IHostMemory:
-        body = json.dumps({"version": STATE.version, "entries": self.entries}).encode()
+        body = json.dumps({"version": STATE.version, "device": self.device, "entries": self.entries}).encode()
         return IHostMemory(_TIMING_MAGIC + body)
 
     def combine(self, input_cache: ITimingCache, ignore_mismatch: bool) -> bool:
@@ -193,14 +214,22 @@ class IInt8EntropyCalibrator2(IInt8Calibrator):
         return CalibrationAlgoType.ENTROPY_CALIBRATION_2
 
 
-class IBuilderConfig:
+class IBuilderConfig(Gated):
     def __init__(self) -> None:
         self._flags: set = set()
         self._pools: Dict[MemoryPoolType, int] = {}
-        self.int8_calibrator: Optional[IInt8Calibrator] = None
+        self._int8_calibrator: Optional[IInt8Calibrator] = None
         self.profiles: List[IOptimizationProfile] = []
         self._calibration_profile: Optional[IOptimizationProfile] = None
         self._timing_cache: Optional[ITimingCache] = None
+
+    @property
+    def int8_calibrator(self) -> Optional[IInt8Calibrator]:
+        return self._int8_calibrator
+
+    @int8_calibrator.setter
+    def int8_calibrator(self, calibrator: Optional[IInt8Calibrator]) -> None:
+        self._int8_calibrator = calibrator
 
     def set_flag(self, flag: BuilderFlag) -> None:
         self._flags.add(BuilderFlag(flag))
@@ -235,10 +264,20 @@ class IBuilderConfig:
         if not data:
             return ITimingCache()
         if not data.startswith(_TIMING_MAGIC):
-            return None  # the real one logs "Magic tag does not match" and returns nullptr
-        return ITimingCache(int(json.loads(data[len(_TIMING_MAGIC):])["entries"]))
+            error("1: [timingCache.cpp] Error Code 1: Serialization (Magic tag does not match)")
+            return None  # the real one logs and returns nullptr
+        header = json.loads(data[len(_TIMING_MAGIC):])
+        if header.get("version") != STATE.version:
+            error(f"1: [timingCache.cpp] Error Code 1: Serialization (timing cache of TensorRT "
+                  f"{header.get('version')}, this is {STATE.version})")
+            return None
+        return ITimingCache(int(header["entries"]), header.get("device"))
 
     def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+        if cache.device != _this_device() and not ignore_mismatch:
+            error(f"1: [timingCache.cpp] Error Code 1: Timing cache header mismatch: made on {cache.device}, "
+                  f"this device is {_this_device()} (pass ignoreMismatch to use it anyway)")
+            return False
         self._timing_cache = cache
         return True
 
@@ -246,10 +285,20 @@ class IBuilderConfig:
         return self._timing_cache
 
 
-class Builder:
+#: Device memory a Builder holds from its creation (handles, tactic scratch) in the fake.
+BUILDER_BYTES = 1 << 20
+
+
+class Builder(Gated):
     def __init__(self, logger: ILogger) -> None:
-        check_logger(logger)
-        self.logger = logger
+        adopt_logger(self, logger, "createInferBuilder")
+        self.logger = logger  # pybind11 keep_alive: the logger lives as long as the builder
+        self._driver = _driver()  # kept: __del__ may run after the test took the fake modules away
+        self._resources = self._driver.allocate_internal(BUILDER_BYTES, "builder resources")
+
+    def __del__(self) -> None:
+        if "_resources" in self.__dict__:
+            self._driver.free_internal(self._resources)
 
     @property
     def platform_has_fast_fp16(self) -> bool:
@@ -272,7 +321,7 @@ class Builder:
                                  ) -> Optional[IHostMemory]:
         spec = network.spec
         if spec is None or not network.num_outputs:
-            error(self.logger, "4: [network.cpp::validate::2789] Error Code 4: Internal Error (Network must "
+            error("4: [network.cpp::validate::2789] Error Code 4: Internal Error (Network must "
                                "have "
                   "at least one output)")
             return None
@@ -282,20 +331,20 @@ class Builder:
             dynamic = -1 in tuple(tensor.shape)
             given = profile.shapes.get(tensor.name) if profile else None
             if dynamic and given is None:
-                error(self.logger, "4: [network.cpp::validate::3100] Error Code 4: Internal Error (Network "
+                error("4: [network.cpp::validate::3100] Error Code 4: Internal Error (Network "
                                    "has "
                       f"dynamic or shape inputs, but no optimization profile has been defined for "
                       f"{tensor.name})")
                 return None
             if given is not None:
                 if not all(shape_matches(s, tuple(tensor.shape)) for s in given):
-                    error(self.logger, f"4: [network.cpp::validate] Error Code 4: Internal Error "
+                    error(f"4: [network.cpp::validate] Error Code 4: Internal Error "
                                        f"({tensor.name}: "
                           f"optimization profile {given} does not match the network's dims "
                           f"{tuple(tensor.shape)})")
                     return None
                 shapes[tensor.name] = given
-        flags = {f.name for f in config._flags}
+        flags = {BuilderFlag(f).name for f in config._flags}
         record = BuildRecord(flags, config._pools.get(MemoryPoolType.WORKSPACE), shapes,
                              input_dtypes={t.name: DataType(t.dtype).name for t in network._inputs})
         if config._timing_cache is not None:
@@ -321,9 +370,9 @@ class Builder:
 
     def _calibrate(self, network: INetworkDefinition, config: IBuilderConfig,
                    shapes: Dict[str, List[Tuple[int, ...]]], record: BuildRecord) -> bool:
-        calibrator = config.int8_calibrator
+        calibrator = config._int8_calibrator
         if calibrator is None:
-            warning(self.logger, "Calibrator is not being used. Users must provide dynamic range for all "
+            warning("Calibrator is not being used. Users must provide dynamic range for all "
                                  "tensors "
                     "that are not Int32 or Bool.")
             return True
@@ -337,12 +386,12 @@ class Builder:
             if text.splitlines()[0] == header:
                 record.calibration_from_cache = True
                 return True
-            warning(self.logger, "Calibration table does not match this TensorRT version or algorithm; "
+            warning("Calibration table does not match this TensorRT version or algorithm; "
                     "calibrating again")
         inputs = network._inputs
-        calib_profile = config.get_calibration_profile()
+        calib_profile = config._calibration_profile
         if calib_profile is None and shapes:
-            warning(self.logger, "Calibration Profile is not defined. Calibrating with Profile 0")
+            warning("Calibration Profile is not defined. Calibrating with Profile 0")
         source = calib_profile.shapes if calib_profile is not None else shapes
         # Calibration runs at the profile's opt shape, or the network's own for a static input.
         calib_shapes = {t.name: tuple(source[t.name][1]) if t.name in source else tuple(t.shape)
@@ -354,16 +403,16 @@ class Builder:
             if not pointers:
                 break
             if len(pointers) != len(inputs):
-                error(self.logger, f"Calibrator returned {len(pointers)} bindings for {len(inputs)} inputs")
+                error(f"Calibrator returned {len(pointers)} bindings for {len(inputs)} inputs")
                 return False
             for tensor, pointer in zip(inputs, pointers):
                 shape = calib_shapes[tensor.name]
                 raw = _driver().device_bytes(int(pointer), bytes_of(tensor.dtype, shape))
-                batch = raw.view(nptype(tensor.dtype)).reshape(shape).copy()
+                batch = raw.view(numpy_of(tensor.dtype)).reshape(shape).copy()
                 record.calibration_batches.append(batch)
                 amax[tensor.name] = max(amax[tensor.name], float(np.abs(batch).max()))
         if not record.calibration_batches:
-            error(self.logger, "2: [calibrator.cpp::calibrateEngine] Error Code 2: Internal Error (Assertion "
+            error("2: [calibrator.cpp::calibrateEngine] Error Code 2: Internal Error (Assertion "
                   "context->executeV2(&bindings[0]) failed.) Calibration failure occurred with no scaling "
                   "factors "
                   "detected. This could be due to no int8 calibrator or insufficient custom scales for "

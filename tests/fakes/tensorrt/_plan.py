@@ -18,12 +18,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._common import DataType, nptype, volume
+from ._common import STATE, DataType, ILogger, emit, numpy_of, plugin_emit, volume
 
 MAGIC = b"FTRTPLAN"
 NMS_OP = "EfficientNMS_TRT"
 NMS_TOPK = 4096  # the plugin's numSelectedBoxes
-_ONNX_TYPES = {1: DataType.FLOAT, 10: DataType.HALF, 6: DataType.INT32, 7: DataType.INT64, 9: DataType.BOOL}
+_ONNX_TYPES = {1: DataType.FLOAT, 10: DataType.HALF, 6: DataType.INT32, 7: DataType.INT64, 9: DataType.BOOL,
+               2: DataType.UINT8, 3: DataType.INT8}
 
 
 class PlanError(Exception):
@@ -59,6 +60,26 @@ def _dims(value_info: Any) -> Tuple[int, ...]:
     return tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
 
 
+def _io_type(value_info: Any, node: int = -1) -> int:
+    """The TensorRT type of a graph input or output, as the release's ONNX parser imports it.
+
+    Before TensorRT 10 there is no INT64: the parser casts INT64 tensors down to INT32, with
+    a warning. TensorRT 8.4 has no UINT8 at all and refuses the model.
+    """
+    elem = value_info.type.tensor_type.elem_type
+    trt_type = _ONNX_TYPES.get(elem, DataType.FLOAT)
+    available = STATE.generation.dtypes
+    if trt_type.name in available:
+        return int(trt_type)
+    if trt_type == DataType.INT64:
+        emit(ILogger.Severity.WARNING, f"onnx2trt_utils.cpp: Your ONNX model has been generated with INT64 "
+             f"weights, while TensorRT does not natively support INT64. Attempting to cast down to INT32 "
+             f"({value_info.name}).")
+        return int(DataType.INT32)
+    raise ParseFailure(f"ModelImporter.cpp: {value_info.name}: unsupported data type {trt_type.name} "
+                       f"(ONNX type {elem}) in TensorRT {STATE.version}", node)
+
+
 def network_from_onnx(data: bytes, plugins_registered: bool) -> NetworkSpec:
     import onnx
 
@@ -70,14 +91,13 @@ def network_from_onnx(data: bytes, plugins_registered: bool) -> NetworkSpec:
     if not graph.node:
         raise ParseFailure("ModelImporter.cpp: Failed to parse ONNX model: the graph has no nodes")
     weights = {i.name for i in graph.initializer}
-    inputs = [TensorInfo(i.name, _dims(i), int(_ONNX_TYPES.get(i.type.tensor_type.elem_type, DataType.FLOAT)))
-              for i in graph.input if i.name not in weights]
-    onnx_dtypes = {t.name: t.dtype for t in inputs}
+    inputs = [TensorInfo(i.name, _dims(i), _io_type(i)) for i in graph.input if i.name not in weights]
+    onnx_types = {i.name: int(_ONNX_TYPES.get(i.type.tensor_type.elem_type, DataType.FLOAT))
+                  for i in graph.input if i.name not in weights}
+    onnx_dtypes = {t.name: onnx_types[t.name] for t in inputs}
     nms_nodes = [(k, n) for k, n in enumerate(graph.node) if n.op_type == NMS_OP]
     if not nms_nodes:
-        outputs = [TensorInfo(o.name, _dims(o), int(_ONNX_TYPES.get(o.type.tensor_type.elem_type,
-                                                                    DataType.FLOAT)))
-                   for o in graph.output]
+        outputs = [TensorInfo(o.name, _dims(o), _io_type(o)) for o in graph.output]
         return NetworkSpec(model.SerializeToString(), inputs, outputs, onnx_dtypes, [o.name for o in outputs],
                            None, len(graph.node))
     index, node = nms_nodes[-1]
@@ -95,6 +115,7 @@ def network_from_onnx(data: bytes, plugins_registered: bool) -> NetworkSpec:
            "class_agnostic": int(attrs.get("class_agnostic", 0))}
     if len(node.input) != 2 or len(node.output) != 4:
         raise ParseFailure(f"{NMS_OP}: expected 2 inputs (boxes, scores) and 4 outputs", index)
+    _validate_nms(nms, index)
     # Cut: the plugin's inputs become the graph's outputs; the plugin runs in _efficient_nms.
     cut = onnx.ModelProto()
     cut.CopyFrom(model)
@@ -109,6 +130,19 @@ def network_from_onnx(data: bytes, plugins_registered: bool) -> NetworkSpec:
     outputs = [TensorInfo(name, shape, int(dt)) for name, shape, dt in zip(node.output, shapes, dtypes)]
     return NetworkSpec(cut.SerializeToString(), inputs, outputs, onnx_dtypes, list(node.input), nms,
                        len(graph.node))
+
+
+def _validate_nms(nms: Dict[str, Any], index: int) -> None:
+    """EfficientNMSPluginCreator::createPlugin's PLUGIN_VALIDATE checks (TensorRT 8.5+)."""
+    checks = [("scoreThreshold >= 0.0F", nms["score_threshold"] >= 0.0),
+              ("numOutputBoxes > 0", nms["max_output_boxes"] > 0)]
+    if STATE.generation.nms_validates_iou:
+        checks.append(("iouThreshold > 0.0F", nms["iou_threshold"] > 0.0))
+    for condition, ok in checks:
+        if not ok:
+            plugin_emit(ILogger.Severity.ERROR, f"efficientNMSPlugin.cpp: Validation failed: {condition}")
+            raise ParseFailure(f"ModelImporter.cpp: {NMS_OP}: Assertion failed: plugin && \"Could not create "
+                               f"plugin\"", index)
 
 
 def serialize(header: Dict[str, Any], payload: bytes) -> bytes:
@@ -160,7 +194,7 @@ class Executor:
                 self._shapes[key] = dict(zip(names, [(batch, 1), (batch, k, 4), (batch, k), (batch, k)]))
             else:
                 # Shapes follow from running the graph once at this input shape.
-                feeds = {t["name"]: np.zeros(input_shapes[t["name"]], nptype(t["onnx_dtype"]))
+                feeds = {t["name"]: np.zeros(input_shapes[t["name"]], numpy_of(t["onnx_dtype"]))
                          for t in self.header["inputs"]}
                 names = [o.name for o in self.session.get_outputs()]
                 outs = self.session.run(names, feeds)
@@ -173,7 +207,7 @@ class Executor:
             array = feeds[t["name"]]
             if self.fp16 and array.dtype == np.float32:
                 array = array.astype(np.float16).astype(np.float32)  # FP16 kernels see FP16 inputs
-            onnx_feeds[t["name"]] = array.astype(nptype(t["onnx_dtype"]), copy=False)
+            onnx_feeds[t["name"]] = array.astype(numpy_of(t["onnx_dtype"]), copy=False)
         names = [o.name for o in self.session.get_outputs()]
         values = dict(zip(names, self.session.run(names, onnx_feeds)))
         if self.fp16:
@@ -224,4 +258,4 @@ def shape_matches(shape: Tuple[int, ...], pattern: Tuple[int, ...]) -> bool:
 
 
 def bytes_of(dtype: int, shape: Tuple[int, ...]) -> int:
-    return volume(shape) * np.dtype(nptype(DataType(dtype))).itemsize
+    return volume(shape) * np.dtype(numpy_of(dtype)).itemsize

@@ -14,7 +14,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._common import STATE, DataType, Dims, Gated, ILogger, TensorIOMode, check_logger, error, nptype, volume
+from ._common import (
+    STATE,
+    DataType,
+    Dims,
+    Gated,
+    ILogger,
+    TensorIOMode,
+    adopt_logger,
+    error,
+    numpy_of,
+    public_dtype,
+    volume,
+)
 from ._plan import Executor, PlanError, bytes_of, deserialize, serialize, shape_matches
 
 
@@ -32,23 +44,23 @@ class IHostMemory(bytes):
         return len(self)
 
     @property
-    def dtype(self) -> DataType:
-        return DataType.UINT8
+    def dtype(self) -> Any:
+        return public_dtype(DataType.UINT8 if "UINT8" in STATE.generation.dtypes else DataType.INT8)
 
 
 class Runtime:
     def __init__(self, logger: ILogger) -> None:
-        check_logger(logger)
-        self.logger = logger
+        adopt_logger(self, logger, "createInferRuntime")
+        self.logger = logger  # pybind11 keep_alive: the logger lives as long as the runtime
 
     def deserialize_cuda_engine(self, serialized_engine: Any) -> Optional[ICudaEngine]:
         try:
             header, payload = deserialize(bytes(serialized_engine))
         except PlanError as exc:
-            error(self.logger, str(exc))
+            error(str(exc))
             return None
         if header["version"] != STATE.version:
-            error(self.logger, "1: [stdArchiveReader.cpp::StdArchiveReader::40] Error Code 1: Serialization "
+            error("1: [stdArchiveReader.cpp::StdArchiveReader::40] Error Code 1: Serialization "
                   "(Serialization assertion stdVersionRead == serializationVersion failed.Version tag does "
                   "not "
                   f"match. The engine plan file is not compatible with this version of TensorRT, expecting "
@@ -56,31 +68,31 @@ class Runtime:
             return None
         cc = tuple(_driver().FAKE.compute_capability)
         if tuple(header["cc"]) != cc:
-            error(self.logger, "6: The engine plan file is generated on an incompatible device, expecting "
+            error("6: The engine plan file is generated on an incompatible device, expecting "
                                "compute "
                   f"{cc[0]}.{cc[1]} got compute {header['cc'][0]}.{header['cc'][1]}, please rebuild.")
             return None
         if header.get("nms") and not STATE.plugins:
-            error(self.logger, "1: [pluginV2Runner.cpp::load::300] Error Code 1: Serialization "
+            error("1: [pluginV2Runner.cpp::load::300] Error Code 1: Serialization "
                                "(Serialization "
                   "assertion creator failed.Cannot deserialize plugin since corresponding IPluginCreator not "
                   "found in Plugin Registry)")
             return None
         driver = _driver()
         try:
-            return ICudaEngine(header, payload, self.logger)
+            return ICudaEngine(header, payload, self)
         except driver.MemoryError:
-            error(self.logger, f"2: Requested amount of GPU memory ({len(payload)} bytes) could not be "
+            error(f"2: Requested amount of GPU memory ({len(payload)} bytes) could not be "
                                "allocated. "
                   "There may not be enough free memory for allocation to succeed.")
             return None
 
 
 class ICudaEngine(Gated):
-    def __init__(self, header: Dict[str, Any], payload: bytes, logger: ILogger) -> None:
+    def __init__(self, header: Dict[str, Any], payload: bytes, runtime: Runtime) -> None:
         self._header = header
         self._payload = payload
-        self._logger = logger
+        self._runtime = runtime  # keep_alive: an engine keeps its runtime (and so the logger) alive
         outputs = list(header["outputs"])
         if header.get("reorder"):
             outputs.reverse()  # TensorRT does not promise the ONNX order
@@ -113,7 +125,7 @@ class ICudaEngine(Gated):
         try:
             return IExecutionContext(self)
         except _driver().MemoryError:
-            error(self._logger, f"1: [executionContext.cpp::ExecutionContext::xx] Error Code 1: Cuda Runtime "
+            error(f"1: [executionContext.cpp::ExecutionContext::xx] Error Code 1: Cuda Runtime "
                   f"(out of memory): could not allocate {self.device_memory_size} bytes of activation memory")
             return None
 
@@ -132,13 +144,16 @@ class ICudaEngine(Gated):
     def get_tensor_shape(self, name: str) -> Dims:
         return Dims(self._by_name[name]["shape"])
 
-    def get_tensor_dtype(self, name: str) -> DataType:
-        return DataType(self._by_name[name]["dtype"])
+    def get_tensor_dtype(self, name: str) -> Any:
+        return public_dtype(self._by_name[name]["dtype"])
 
     def get_tensor_profile_shape(self, name: str, profile_index: int) -> List[Dims]:
+        return self._profile_shape(name, profile_index)
+
+    def _profile_shape(self, name: str, profile_index: int) -> List[Dims]:
         shapes = self.profile(name) if profile_index == 0 else None
         if shapes is None:
-            error(self._logger, f"3: getProfileShape: profile {profile_index} has no shapes for {name!r}")
+            error(f"3: getProfileShape: profile {profile_index} has no shapes for {name!r}")
             return []
         return [Dims(s) for s in shapes]
 
@@ -164,14 +179,14 @@ class ICudaEngine(Gated):
     def get_binding_shape(self, binding: Union[int, str]) -> Dims:
         return Dims(self._tensor(binding)["shape"])
 
-    def get_binding_dtype(self, binding: Union[int, str]) -> DataType:
-        return DataType(self._tensor(binding)["dtype"])
+    def get_binding_dtype(self, binding: Union[int, str]) -> Any:
+        return public_dtype(self._tensor(binding)["dtype"])
 
     def binding_is_input(self, binding: Union[int, str]) -> bool:
         return bool(self._tensor(binding)["input"])
 
     def get_profile_shape(self, profile_index: int, binding: Union[int, str]) -> List[Dims]:
-        return self.get_tensor_profile_shape(self._tensor(binding)["name"], profile_index)
+        return self._profile_shape(self._tensor(binding)["name"], profile_index)
 
 
 class IExecutionContext(Gated):
@@ -190,7 +205,7 @@ class IExecutionContext(Gated):
             self._driver.free_internal(self._activations)
 
     def _error(self, message: str) -> bool:
-        error(self.engine._logger, message)
+        error(message)
         return False
 
     def _inputs_specified(self) -> bool:
@@ -198,6 +213,9 @@ class IExecutionContext(Gated):
 
     # named tensors (8.5+)
     def set_input_shape(self, name: str, shape: Sequence[int]) -> bool:
+        return self._set_shape(name, shape)
+
+    def _set_shape(self, name: str, shape: Sequence[int]) -> bool:
         tensor = self.engine._by_name.get(name)
         if tensor is None or not tensor["input"]:
             return self._error(f"3: [executionContext.cpp::setInputShape] Error Code 3: API Usage Error "
@@ -219,6 +237,9 @@ class IExecutionContext(Gated):
         return True
 
     def get_tensor_shape(self, name: str) -> Dims:
+        return self._shape(name)
+
+    def _shape(self, name: str) -> Dims:
         if name in self._shapes:
             return Dims(self._shapes[name])
         if not self._inputs_specified():
@@ -240,10 +261,10 @@ class IExecutionContext(Gated):
 
     # bindings (8.x)
     def set_binding_shape(self, binding: int, shape: Sequence[int]) -> bool:
-        return self.set_input_shape(self.engine._io[binding]["name"], shape)
+        return self._set_shape(self.engine._io[binding]["name"], shape)
 
     def get_binding_shape(self, binding: int) -> Dims:
-        return self.get_tensor_shape(self.engine._io[binding]["name"])
+        return self._shape(self.engine._io[binding]["name"])
 
     @property
     def all_binding_shapes_specified(self) -> bool:
@@ -293,12 +314,12 @@ class IExecutionContext(Gated):
             for t in engine._io:
                 if t["input"]:
                     raw = driver.device_bytes(addrs[t["name"]], bytes_of(t["dtype"], shapes[t["name"]]))
-                    array = raw.view(nptype(DataType(t["dtype"])))
+                    array = raw.view(numpy_of(t["dtype"]))
                     feeds[t["name"]] = array.reshape(shapes[t["name"]]).copy()
             results = engine.executor.run(feeds)
             for t in engine._io:
                 if not t["input"]:
-                    value = np.ascontiguousarray(results[t["name"]], dtype=nptype(DataType(t["dtype"])))
+                    value = np.ascontiguousarray(results[t["name"]], dtype=numpy_of(t["dtype"]))
                     assert value.shape == tuple(out_shapes[t["name"]]), (value.shape, out_shapes[t["name"]])
                     raw = driver.device_bytes(addrs[t["name"]], value.nbytes)
                     raw[:] = value.reshape(-1).view(np.uint8)

@@ -23,6 +23,18 @@ _FAKE_PACKAGES = ("tensorrt", "pycuda")
 
 _built: Dict[str, Path] = {}
 
+#: Every TensorRT release the fake emulates (tests/fakes/tensorrt/_generations.py), oldest first.
+GENERATIONS = ("8.4", "8.5", "8.6", "10", "11")
+#: The numpy each runs with in the tests. JetPack 5's Python 3.8 venv got numpy 1.24 from
+#: ``numpy>=1.21`` before the cap: the numpy on which TensorRT 8.4-8.5's ``nptype`` breaks.
+#: The others run with the numpy installed here.
+DEVICE_NUMPY = {"8.4": "1.24", "8.5": "1.24"}
+
+
+def use_generation(fake: types.SimpleNamespace, generation: str) -> None:
+    """Make the fake TensorRT that release, on the numpy its device would run."""
+    fake.knobs.configure(generation=generation, numpy=DEVICE_NUMPY.get(generation))
+
 
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -59,6 +71,13 @@ def _take_modules() -> Dict[str, types.ModuleType]:
         if name.split(".")[0] in _FAKE_PACKAGES:
             taken[name] = sys.modules.pop(name)
     return taken
+
+
+@pytest.fixture(params=GENERATIONS, ids=[f"trt{g}" for g in GENERATIONS])
+def generation(request: pytest.FixtureRequest, fake_gpu: types.SimpleNamespace) -> str:
+    """Runs a test once per emulated TensorRT release."""
+    use_generation(fake_gpu, request.param)
+    return str(request.param)
 
 
 @pytest.fixture

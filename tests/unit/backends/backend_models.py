@@ -121,6 +121,29 @@ def make_fp16_io(src: Path, dst: Path) -> Path:
     return dst
 
 
+def add_typed_outputs(src: Path, dst: Path, types: Sequence[str]) -> Path:
+    """The model with extra outputs derived from its own: ``bool`` (score > 0.5), ``uint8``,
+    ``int32``, ``int64`` (casts), for the engine's data-type plumbing."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    (out,) = graph.output
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in out.type.tensor_type.shape.dim]
+    elem = {"bool": TensorProto.BOOL, "uint8": TensorProto.UINT8, "int32": TensorProto.INT32,
+            "int64": TensorProto.INT64}
+    for name in types:
+        if name == "bool":
+            graph.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), "typed/half"))
+            graph.node.append(helper.make_node("Greater", [out.name, "typed/half"], ["out_bool"]))
+        else:
+            graph.node.append(helper.make_node("Cast", [out.name], [f"out_{name}"], to=elem[name]))
+        graph.output.append(helper.make_tensor_value_info(f"out_{name}", elem[name], dims))
+    onnx.save(model, str(dst))
+    return dst
+
+
 def sample_images() -> List[np.ndarray]:
     """Real photos (darknet's samples, COCO val) and synthetic shape scenes the model knows."""
     from agent.datasets.synthetic import render_scene
@@ -188,7 +211,9 @@ def _order(d: Detections) -> np.ndarray:
 
 
 def assert_released(fake: Any) -> None:
-    """Nothing left on the fake GPU: device memory, pinned memory, and no misuse recorded."""
+    """Nothing left on the fake GPU: device memory, pinned memory, and no misuse recorded by
+    the driver or by TensorRT (a logger used after Python freed it)."""
     assert fake.cuda.live_allocations() == []
     assert fake.cuda.live_pinned() == 0
     assert fake.cuda.FAKE.problems == []
+    assert fake.knobs.STATE.problems == []

@@ -1,3 +1,3 @@
 """Fixtures for the backend tests: see backend_fixtures.py (shared with tests/unit/test_engine.py)."""
 
-from backend_fixtures import dynamic_model, fake_gpu, fp16_model, images, model_path  # noqa: F401
+from backend_fixtures import dynamic_model, fake_gpu, fp16_model, generation, images, model_path  # noqa: F401

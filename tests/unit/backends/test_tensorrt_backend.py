@@ -1,16 +1,22 @@
-"""The TensorRT backend's error paths and resource handling, through the fake TensorRT + pycuda."""
+"""The TensorRT backend's error paths and resource handling, through the fake TensorRT + pycuda.
+
+Tests that load an engine run once per emulated TensorRT release (the ``generation``
+fixture: 8.4.1, 8.5.2, 8.6, 10.3, 11.x), JetPack 5's on the numpy 1.24 that broke them.
+"""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import re
 import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from backend_models import assert_released
+from backend_models import add_typed_outputs, assert_released
 
 from agent.backends.base import open_backend
 from agent.backends.engine_meta import sidecar_path
@@ -19,7 +25,7 @@ from agent.errors import BackendError, ModelError
 
 
 @pytest.fixture
-def engine(fake_gpu, model_path, tmp_path) -> Path:
+def engine(fake_gpu, generation, model_path, tmp_path) -> Path:
     path = tmp_path / "model.engine"
     build_engine(BuildOptions(model_path, path))
     return path
@@ -45,10 +51,12 @@ def test_missing_pycuda_is_named(fake_gpu, engine, monkeypatch):
 
 
 def test_other_tensorrt_version_is_refused_before_deserializing(fake_gpu, engine, monkeypatch):
+    built = fake_gpu.trt.__version__
     fake_gpu.knobs.configure(version="10.4.0.1")
     calls = []
     monkeypatch.setattr(fake_gpu.trt.Runtime, "deserialize_cuda_engine", lambda *a: calls.append(a))
-    with pytest.raises(ModelError, match=r"TensorRT 10\.3\.0\.26, this device runs TensorRT 10\.4\.0\.1.*"
+    with pytest.raises(ModelError, match=rf"TensorRT {re.escape(built)}, this device runs TensorRT "
+                                         r"10\.4\.0\.1.*"
                                          r"build-engine .*model\.engine"):
         open_backend(engine, "tensorrt")
     assert calls == []
@@ -69,10 +77,11 @@ def test_other_gpu_is_refused_and_same_generation_only_warned(fake_gpu, engine, 
 
 
 def test_without_sidecar_tensorrt_own_error_is_reported(fake_gpu, engine):
+    built = fake_gpu.trt.__version__
     sidecar_path(engine).unlink()
     fake_gpu.knobs.configure(version="10.4.0.1")
     with pytest.raises(ModelError, match=r"cannot load this engine \(.*not compatible with this version.*"
-                                         r"expecting library version 10\.4\.0\.1 got 10\.3\.0\.26.*"
+                                         rf"expecting library version 10\.4\.0\.1 got {re.escape(built)}.*"
                                          r"build-engine"):
         open_backend(engine, "tensorrt")
     assert_released(fake_gpu)
@@ -159,7 +168,7 @@ def test_input_shape_checks(fake_gpu, engine):
     backend.close()
 
 
-def test_fixed_batch_engine_pads_a_short_batch(fake_gpu, dynamic_model, model_path, tmp_path):
+def test_fixed_batch_engine_pads_a_short_batch(fake_gpu, generation, dynamic_model, model_path, tmp_path):
     import onnx
 
     fixed = onnx.load(str(dynamic_model))
@@ -181,7 +190,7 @@ def test_fixed_batch_engine_pads_a_short_batch(fake_gpu, dynamic_model, model_pa
     assert_released(fake_gpu)
 
 
-def test_dynamic_engine_clamps_the_requested_batch(fake_gpu, dynamic_model, tmp_path, caplog):
+def test_dynamic_engine_clamps_the_requested_batch(fake_gpu, generation, dynamic_model, tmp_path, caplog):
     engine = tmp_path / "b2.engine"
     build_engine(BuildOptions(dynamic_model, engine, batch=2))
     with caplog.at_level(logging.WARNING):
@@ -192,7 +201,65 @@ def test_dynamic_engine_clamps_the_requested_batch(fake_gpu, dynamic_model, tmp_
 
 def test_sidecar_records_what_was_built(fake_gpu, engine, model_path):
     data = json.loads(sidecar_path(engine).read_text())
-    assert data["tensorrt_version"] == "10.3.0.26" and data["gpu_name"] == "Orin (fake)"
+    assert data["tensorrt_version"] == fake_gpu.trt.__version__ and data["gpu_name"] == "Orin (fake)"
     assert data["compute_capability"] == [8, 7] and data["output_names"] == ["output0"]
     assert data["model_info"]["input_size"] == [416, 416] and data["model_info"]["class_names"]
     assert data["build"]["source"] == str(model_path) and data["build"]["fp16"] is False
+
+
+# -- data types, loggers (issue 19: items 1, 2 and 4) ------------------------------------------------
+
+
+def test_tensor_types_come_from_the_engine_on_every_release(fake_gpu, generation, model_path, tmp_path):
+    """bool, uint8, int32, int64 outputs, typed by DataType name: never trt.nptype, which on
+    TensorRT 8.4-8.5 with numpy 1.24 raises AttributeError for every type."""
+    kinds = ["bool", "int32", "int64"] + (["uint8"] if generation != "8.4" else [])  # 8.4 has no UINT8
+    model = add_typed_outputs(model_path, tmp_path / "typed.onnx", kinds)
+    build_engine(BuildOptions(model, tmp_path / "typed.engine"))
+    backend = open_backend(tmp_path / "typed.engine", "tensorrt")
+    outputs = dict(zip(backend.output_names, backend.infer(_input(backend))))
+    backend.close()
+    raw = outputs["output0"]
+    int64 = np.int64 if generation in ("10", "11") else np.int32  # 8.x's parser casts INT64 down
+    expected = {"out_bool": (np.bool_, raw > 0.5), "out_int32": (np.int32, raw.astype(np.int32)),
+                "out_int64": (int64, raw.astype(np.int64)), "out_uint8": (np.uint8, raw.astype(np.uint8))}
+    for name in [f"out_{k}" for k in kinds]:
+        dtype, values = expected[name]
+        assert outputs[name].dtype == dtype, name
+        np.testing.assert_array_equal(outputs[name], values.astype(dtype), err_msg=name)
+    assert_released(fake_gpu)
+
+
+def test_uint8_output_is_refused_by_tensorrt_8_4(fake_gpu, model_path, tmp_path):
+    fake_gpu.knobs.configure(generation="8.4")
+    model = add_typed_outputs(model_path, tmp_path / "typed.onnx", ["uint8"])
+    with pytest.raises(ModelError, match=r"ONNX parser failed: .*unsupported data type UINT8"):
+        build_engine(BuildOptions(model, tmp_path / "typed.engine"))
+    assert_released(fake_gpu)
+
+
+def test_each_backend_reports_its_own_tensorrt_errors(fake_gpu, engine, tmp_path):
+    """TensorRT sends every message to the first logger it got while that one's runtime lives:
+    a second backend's error must still reach the second backend's message."""
+    first = open_backend(engine, "tensorrt")
+    broken = tmp_path / "broken.engine"
+    broken.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError, match=r"cannot load this engine \(.*Magic Tag does not match"):
+        open_backend(broken, "tensorrt")
+    first.infer(_input(first))
+    first.close()
+    assert_released(fake_gpu)
+
+
+def test_the_logger_tensorrt_keeps_outlives_builds_and_backends(fake_gpu, engine, model_path, tmp_path):
+    """init_libnvinfer_plugins keeps a raw pointer to its logger: it must never be freed."""
+    build_engine(BuildOptions(model_path, tmp_path / "nms.engine", nms=True))
+    gc.collect()
+    assert fake_gpu.knobs.STATE.plugin_logger() is not None, "the plugins' logger was freed after the build"
+    backend = open_backend(tmp_path / "nms.engine", "tensorrt")
+    backend.close()
+    del backend
+    gc.collect()
+    assert fake_gpu.knobs.STATE.plugin_logger() is not None, "the plugins' logger was freed with the backend"
+    assert fake_gpu.knobs.STATE.global_logger() is fake_gpu.knobs.STATE.plugin_logger()
+    assert_released(fake_gpu)
