@@ -10,7 +10,8 @@
 # What it does: a system user "detection-agent" (group video for cameras and the Jetson GPU);
 # a venv in PREFIX/venv with --system-site-packages, so JetPack's tensorrt and its GStreamer-enabled
 # OpenCV are used (pip's OpenCV wheels have no GStreamer, which CSI cameras need); the package and
-# its pure-Python dependencies; /etc/detection-agent/agent.yaml and agent.env (0600) unless they
+# its pure-Python dependencies, and a COCO engine for offline evaluation (faster-coco-eval;
+# hotcoco too on Python >= 3.10); /etc/detection-agent/agent.yaml and agent.env (0600) unless they
 # exist; the units in /etc/systemd/system, enabled (not started: edit the config first).
 #
 # Environment: DESTDIR (staging root), PYTHON (interpreter for the venv, default python3),
@@ -33,8 +34,15 @@ UNIT_DIR=/etc/systemd/system
 UNITS=(detection-agent.service detection-agent-engine.service jetson-performance.service)
 ENABLE_UNITS=(detection-agent.service)
 # pyproject.toml's runtime dependencies, except opencv-python-headless (see above); a unit test
-# keeps this list in step with pyproject.toml.
-PY_DEPS=("numpy>=1.21" "paho-mqtt>=2.0" "pyyaml>=5.4" "pydantic>=2.0")
+# keeps this list in step with pyproject.toml. numpy stays below 1.24 on Python 3.8 (JetPack 5),
+# where TensorRT 8.4-8.5's tensorrt.nptype needs np.bool.
+PY_DEPS=("numpy>=1.21,<1.24; python_version < '3.9'" "numpy>=1.21; python_version >= '3.9'" "paho-mqtt>=2.0" "pyyaml>=5.4" "pydantic>=2.0" "scipy>=1.7")
+# The COCO engines of pyproject.toml's eval extra, so `eval` and `eval --compare` (FP16/INT8
+# accuracy on the device) work on a fresh install; matplotlib and motmetrics stay optional.
+EVAL_DEPS=("faster-coco-eval>=1.6" "hotcoco; python_version >= '3.10'")
+# JetPack's OpenCV (apt) is built against Ubuntu's numpy 1.x and cannot load under numpy 2,
+# which pip would otherwise bring into the venv (hotcoco asks for numpy>=1.22, above 22.04's).
+DEVICE_PINS=("numpy<2")
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -186,7 +194,12 @@ create_venv() {
         --no-deps --force-reinstall "$SRC"
     # Already satisfied by the system's site-packages: pip leaves them alone.
     run "$D_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${pip_args[@]}" \
-        "${PY_DEPS[@]}"
+        "${PY_DEPS[@]}" "${DEVICE_PINS[@]}"
+    # Not needed to run the agent: a failure (offline, no wheel) is a warning, not the end.
+    if ! run "$D_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${pip_args[@]}" \
+            "${EVAL_DEPS[@]}" "${DEVICE_PINS[@]}"; then
+        warn "no COCO engine installed: detection-agent eval needs one; later: $VENV/bin/pip install faster-coco-eval"
+    fi
     check_runtime "${pip_args[@]}"
 }
 

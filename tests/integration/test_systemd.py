@@ -21,7 +21,7 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -172,6 +172,60 @@ def test_install_dependency_list_matches_pyproject() -> None:
     assert set(re.findall(r'"([^"]+)"', listed.group(1))) == declared
 
 
+def _requirements(text: str) -> List[str]:
+    return re.findall(r'"([^"]+)"', text)
+
+
+def _for_python(requirements: List[str], python: str) -> Dict[str, Any]:
+    """name -> SpecifierSet of the requirements whose marker holds on that Python version."""
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    found: Dict[str, Any] = {}
+    for text in requirements:
+        req = Requirement(text)
+        environment = {"python_version": python, "python_full_version": python}
+        if req.marker is None or req.marker.evaluate(environment):
+            found[req.name] = found.get(req.name, SpecifierSet()) & req.specifier
+    return found
+
+
+def test_numpy_stays_below_1_24_on_python_3_8() -> None:
+    """TensorRT 8.4-8.5 (JetPack 5, Python 3.8) build tensorrt.nptype with np.bool, gone in numpy
+    1.24-1.26: pyproject.toml and install.sh both cap numpy there, and only there."""
+    block = re.search(r"^dependencies = \[(.*?)\]", (REPO / "pyproject.toml").read_text(encoding="utf-8"),
+                      re.S | re.M)
+    listed = re.search(r"^PY_DEPS=\((.*?)\)", INSTALL.read_text(encoding="utf-8"), re.M)
+    assert block and listed
+    for requirements in (_requirements(block.group(1)), _requirements(listed.group(1))):
+        jetpack5 = _for_python(requirements, "3.8")["numpy"]
+        jetpack6 = _for_python(requirements, "3.10")["numpy"]
+        assert "1.23.5" in jetpack5 and "1.24.4" not in jetpack5 and "1.21.0" in jetpack5
+        assert "1.26.4" in jetpack6 and "2.2.0" in jetpack6
+
+
+def test_eval_extra_and_install_bring_a_coco_engine() -> None:
+    """`eval` needs a COCO engine: faster-coco-eval from Python 3.8, hotcoco (fastest) from 3.10."""
+    from agent.evaluate.coco import ENGINES
+
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    extra = re.search(r"^eval = \[(.*?)\]", text, re.S | re.M)
+    listed = re.search(r"^EVAL_DEPS=\((.*?)\)", INSTALL.read_text(encoding="utf-8"), re.M)
+    assert extra and listed
+    engines = {r for r in _requirements(extra.group(1)) if r.split(";")[0].split(">")[0].strip() in ENGINES}
+    assert set(_requirements(listed.group(1))) == engines  # install.sh installs the extra's engines
+    assert set(_for_python(sorted(engines), "3.8")) == {"faster-coco-eval"}
+    assert set(_for_python(sorted(engines), "3.10")) == {"faster-coco-eval", "hotcoco"}
+
+
+def test_install_installs_the_coco_engine_without_numpy_2(installed: Installed) -> None:
+    inst, _ = installed
+    pip = [c for c in inst.calls() if "-m pip install" in c and "--no-deps" not in c]
+    assert any("faster-coco-eval>=1.6" in c and "hotcoco; python_version >= '3.10'" in c for c in pip), pip
+    # JetPack's apt OpenCV is built against numpy 1.x: every dependency install keeps numpy below 2
+    assert pip and all("numpy<2" in c for c in pip), pip
+
+
 def test_install_twice_gives_the_same_tree(installer: Installer) -> None:
     installer.run()
     first = manifest(installer.root)
@@ -291,6 +345,43 @@ def test_agent_unit_matches_the_agent() -> None:
                  "/dev/nvgpu/igpu0/ctrl", "char-nvhost*", "char-nvidia*"):
         assert node in allowed, node
     assert "detection-agent-engine.service" in unit["Requires"] and "MemoryMax" in unit
+
+
+# What jetson_clocks does with $HOME (L4T's script: FAN_STATUS_FILE="${HOME}/.jetsonclocks_fan.txt",
+# written by --store, read by --restore): the stub records the path it would write.
+STUB_JETSON_CLOCKS = r"""#!/usr/bin/env bash
+echo "jetson_clocks $* fan=${HOME}/.jetsonclocks_fan.txt" >> "$STUB_LOG"
+"""
+
+
+def test_performance_unit_gives_jetson_clocks_a_writable_home(tmp_path: Path) -> None:
+    """Without HOME, jetson_clocks --store would write its fan state to /.jetsonclocks_fan.txt."""
+    unit = directives("jetson-performance.service")
+    env = dict(v.split("=", 1) for v in unit.get("Environment", []))
+    assert "HOME" in env, "jetson_clocks writes $HOME/.jetsonclocks_fan.txt: the unit must set HOME"
+    runtime = [f"/run/{d}" for d in " ".join(unit.get("RuntimeDirectory", [])).split()]
+    state = [f"/var/lib/{d}" for d in " ".join(unit.get("StateDirectory", [])).split()]
+    assert env["HOME"] in runtime + state  # a directory systemd creates for the unit, writable by it
+    assert not env["HOME"].startswith(("/root", "/home"))  # ProtectHome=yes hides those
+    # Run the unit's start and stop commands as systemd would, with a stub jetson_clocks.
+    root = tmp_path / "root"
+    stub = tmp_path / "jetson_clocks"
+    stub.write_text(STUB_JETSON_CLOCKS, encoding="utf-8")
+    stub.chmod(0o755)
+    log = tmp_path / "stub.log"
+    run_env = {"PATH": os.environ["PATH"], "STUB_LOG": str(log), "JETSON_CLOCKS": "1",
+               **{k: v.replace("/run/", f"{root}/run/") for k, v in env.items()}}
+    (root / env["HOME"].lstrip("/")).mkdir(parents=True)
+    for command in unit["ExecStart"] + unit["ExecStop"]:
+        assert command.startswith("/bin/sh -c '") and command.endswith("'")
+        script = command[len("/bin/sh -c '"):-1].replace("$$", "$").replace("/run/", f"{root}/run/")
+        script = script.replace("/usr/bin/jetson_clocks", str(stub)).replace("/usr/sbin/nvpmodel", "true")
+        subprocess.run(["/bin/sh", "-c", script], env=run_env, check=True, timeout=30)
+    calls = log.read_text(encoding="utf-8").splitlines()
+    assert calls and any(" --store " in c for c in calls)
+    home = run_env["HOME"]
+    for call in calls:
+        assert call.endswith(f"fan={home}/.jetsonclocks_fan.txt"), call
 
 
 def test_engine_unit_runs_before_the_agent() -> None:
