@@ -376,3 +376,18 @@ def test_first_boot_upgrade_and_gpu_swap_with_the_real_builder(tmp_path: Path, m
     assert ensure_engine(config) == 0
     assert len(fake_gpu.knobs.STATE.builds) == 3
     assert read_sidecar(engine).compute_capability == (7, 2)  # type: ignore[union-attr]
+
+
+def test_int8_on_a_tensorrt_without_calibration_stops_with_one_line(tmp_path: Path, model_path: Path,
+                                                                     fake_gpu: types.SimpleNamespace,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """TensorRT's main branch removed INT8 calibration: the engine unit fails with what to do (exit 2)."""
+    fake_gpu.knobs.configure(generation="11")
+    engine = tmp_path / "model.engine"
+    config = write_config(tmp_path, str(engine), onnx_path=str(model_path), precision="int8",
+                          calib_images=str(tmp_path))
+    assert deploy.main(["ensure-engine", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --int8 (model.precision: int8): TensorRT 11.")
+    assert "Q/DQ" in err[-1] and not engine.exists()
+    assert fake_gpu.knobs.STATE.builds == []
