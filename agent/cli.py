@@ -71,6 +71,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
     if args.markdown:
         atomic_write_text(args.markdown, to_markdown(results))
+    proof = results.get("fleet", {}).get("proof")
+    if proof is not None and not proof["exactly_once"]:
+        raise AgentError(f"bench --fleet: {proof['missing']} message(s) missing from the consumers' union "
+                         f"({proof['missing_in_restart_gap']} created in the broker restart's gap)")
     return 0
 
 
@@ -204,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.backend import add_arguments as add_backend_bench_arguments
 
     add_backend_bench_arguments(p)
+    from .bench.fleet import add_arguments as add_fleet_bench_arguments
+
+    add_fleet_bench_arguments(p)
     p.set_defaults(handler=cmd_bench)
 
     p = sub.add_parser("make-dataset", help="write a synthetic shapes data set (YOLO layout)")
@@ -293,7 +300,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     debug = getattr(args, "debug", False)
     configure_logging("DEBUG" if debug else getattr(args, "log_level", "WARNING"))
     if args.command == "bench" and not (args.postprocess or args.eval or args.model or args.mqtt or args.all
-                                        or args.pipeline):
+                                        or args.pipeline or args.fleet):
         parser.error("bench: choose what to measure, e.g. --postprocess, --eval, --mqtt or --model M")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

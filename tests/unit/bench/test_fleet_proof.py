@@ -1,0 +1,48 @@
+"""The fleet bench's proof: seqs per stream in the consumers' union, gaps split by the restart window."""
+
+import json
+
+from agent.bench.fleet_proof import CpuSampler, union, verdict
+
+
+def write(path, messages):
+    path.write_text("".join(json.dumps(m) + "\n" for m in messages) + "not json\n")
+    return path
+
+
+def msg(device, seq, run="r"):
+    return {"device": device, "camera": "cam0", "run": run, "seq": seq}
+
+
+def test_union_of_consumers_and_verdict(tmp_path):
+    a = write(tmp_path / "a.jsonl", [msg("d1", 1), msg("d1", 3), msg("d2", 1)])
+    b = write(tmp_path / "b.jsonl", [msg("d1", 2), msg("d1", 3), msg("d2", 3), msg("x", 1, run="old")])
+    seen, other = union([a, b, tmp_path / "absent.jsonl"])
+    assert other == 2 and seen[("d1", "cam0", "r")] == {1: 1, 2: 1, 3: 2}
+    expected = {("d1", "cam0", "r"): 3, ("d2", "cam0", "r"): 4}
+    v = verdict(expected, seen)
+    assert (v["expected"], v["received"], v["unique"], v["duplicates"], v["missing"]) == (7, 6, 5, 1, 2)
+    assert not v["exactly_once"] and v["missing_in_restart_gap"] is None
+    assert v["streams_with_missing"] == [{"device": "d2", "camera": "cam0", "run": "r", "missing": 2,
+                                          "first_missing": [2, 4]}]
+    assert v["unexpected_streams"] == [["x", "cam0", "old"]]
+    # d2's seq 2 was created inside the restart gap, seq 4 after it: only one is explained
+    created = {("d1", "cam0", "r"): [1.0, 2.0, 3.0], ("d2", "cam0", "r"): [1.0, 10.0, 11.0, 30.0]}
+    v = verdict(expected, seen, created, gap=(9.0, 20.0))
+    assert v["missing_in_restart_gap"] == 1 and v["missing_outside_restart_gap"] == 1
+    assert verdict({("d1", "cam0", "r"): 3}, seen)["exactly_once"]
+
+
+def test_cpu_sampler_measures_this_process(tmp_path):
+    import os
+    import time
+
+    sampler = CpuSampler(interval=0.1)
+    sampler.track("me", os.getpid())
+    sampler.start()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    sampler.stop()
+    report = sampler.report(1.0)["me"]
+    assert report["cpu_s"] >= 0.25 and report["peak_cores"] > 0.05  # a busy core shared with others
