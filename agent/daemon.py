@@ -4,7 +4,10 @@ The main thread only supervises: it turns signals into actions (SIGTERM/SIGINT s
 SIGHUP reloads), pings the systemd watchdog while the inference loop makes progress,
 reports status, and enforces ``--duration`` / ``--max-frames``. Shutdown order matters:
 cameras stop, the frame in flight finishes, results drain to the sinks, then the publisher
-flushes (or spools) and says ``offline``.
+flushes (or spools) and says ``offline``. When the run ended because its input did (files
+finished, ``--max-frames``, ``--duration``), not on a signal, the publisher first gets up to
+``mqtt.drain_timeout`` seconds to have everything acknowledged; what is still unacknowledged
+then stays in the spool and the exit code is ``EXIT_UNDELIVERED``.
 """
 
 from __future__ import annotations
@@ -57,7 +60,14 @@ def open_detector(cfg: AgentConfig) -> Detector:
     return detector
 
 
+# Exit code of `run` when its input ended but the broker had not acknowledged everything
+# within mqtt.drain_timeout (the rest waits in the spool for the next start).
+EXIT_UNDELIVERED = 4
+
+
 class Daemon:
+    undelivered = 0  # messages left unacknowledged after the drain at the end of the input
+
     def __init__(self, config_path: str, overrides: Sequence[str] = (), max_frames: Optional[int] = None,
                  duration: Optional[float] = None, video_dir: Optional[Path] = None,
                  notifier: Optional[Notifier] = None) -> None:
@@ -264,7 +274,16 @@ class Daemon:
             self.pipeline.stop(timeout=3.0)
             self._report_camera_states()  # "finished" / "stopped", before the publisher goes
         if self.publisher is not None:
+            if self._input_ended():
+                self.undelivered = self.publisher.drain(  # type: ignore[attr-defined]
+                    self.cfg.mqtt.drain_timeout, abort=self._stop)
             self.publisher.stop(timeout=1.5)  # type: ignore[attr-defined]
+
+    def _input_ended(self) -> bool:
+        """The run ended without a signal or a pipeline error: its input did (files finished,
+        --max-frames, --duration). SIGTERM/SIGINT stay fast; they also cut a drain short."""
+        pipeline = self.pipeline
+        return not self._stop.is_set() and pipeline is not None and pipeline.error is None
 
     def summary(self) -> Dict[str, object]:
         return self._stats()
@@ -281,4 +300,4 @@ def run_daemon(config_path: str, overrides: Sequence[str] = (), max_frames: Opti
     code = daemon.run()
     stats = daemon.summary()
     log.info("processed %s frames at %s fps", stats.get("frames"), stats.get("fps"))
-    return code
+    return EXIT_UNDELIVERED if code == 0 and daemon.undelivered else code

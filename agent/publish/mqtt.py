@@ -11,6 +11,7 @@ API (the pipeline's publish thread calls it; every method is thread-safe)::
     pub.publish_stats(extra)                      # now; also every mqtt.stats_interval by itself
     pub.counters()                                # sent, acked, spooled, replayed, dropped, ...
     pub.wait_for(lambda c: c["connected"], 10)    # wait for a condition on the counters
+    left = pub.drain(30, abort=stop_event)        # input ended: wait until all is acknowledged
     pub.stop(timeout=5.0)                         # offline (retained), disconnect, spool kept
 
 ``publish_*`` never wait for the network: they encode the message and put it on a bounded
@@ -30,8 +31,9 @@ duplicates are possible and visible through ``seq``.
 ``counters()`` keys: ``sent``, ``acked``, ``spooled``, ``replayed``, ``dropped`` (and
 ``dropped_by`` reason), ``reconnects``, ``connects``, ``attempts`` (failed since the last
 success), ``connected``, ``state``, ``last_error``, ``backlog``, ``inflight``, ``queue``,
-``spool`` (disk | memory), ``commands`` (handled, failed, subscribed). docs/mqtt.md has
-the topic contract.
+``spool`` (disk | memory), ``internal_errors`` and ``last_internal_error`` (bugs inside the
+sender, which goes on: a health signal), ``commands`` (handled, failed, subscribed).
+docs/mqtt.md has the topic contract.
 """
 
 from __future__ import annotations
@@ -181,6 +183,45 @@ class MqttPublisher:
                 return False
             self._sender.wait_progress(min(remaining, 0.1))
         return True
+
+    def drain(self, timeout: float, abort: Optional[threading.Event] = None) -> int:
+        """Wait until the broker has acknowledged every message queued so far, for at most
+        ``timeout`` seconds or until ``abort`` is set; returns how many are left (0: all).
+
+        Meanwhile a lost broker is retried at once and then every second, not with the usual
+        backoff (the run's input ended: this is the last chance before exiting).
+        """
+        if not self._started:
+            return 0
+        started = time.monotonic()
+        deadline = started + max(0.0, timeout)
+        self._sender.drain(True)
+        announced = False
+        try:
+            while True:
+                counters = self.counters()
+                left = int(counters["backlog"]) + int(counters["queue"])
+                if left and not announced:
+                    log.info("input ended: waiting up to %g s (mqtt.drain_timeout) for %s to acknowledge "
+                             "%d message(s)", timeout, self._sender.endpoint_url, left)
+                    announced = True
+                remaining = deadline - time.monotonic()
+                if left == 0 or remaining <= 0 or (abort is not None and abort.is_set()):
+                    break
+                self._sender.wait_progress(min(remaining, 0.1))
+        finally:
+            self._sender.drain(False)
+        if left:
+            where = ("stay in the spool and go first at the next start" if counters["spool"] == "disk"
+                     else "are LOST (the spool is in memory)")
+            why = "stopped by a signal" if abort is not None and abort.is_set() else \
+                f"mqtt.drain_timeout {timeout:g} s"
+            log.error("input ended: %d message(s) not acknowledged by %s after %.1f s (%s); they %s",
+                      left, self._sender.endpoint_url, time.monotonic() - started, why, where)
+            self._sender.backlog_reported = True  # this line says it: no second one at stop
+        elif time.monotonic() - started > 1.0:
+            log.info("input ended: every message acknowledged after %.1f s", time.monotonic() - started)
+        return left
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Publish ``offline`` (retained), disconnect, keep what is unacknowledged in the spool.

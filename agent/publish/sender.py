@@ -112,6 +112,7 @@ class Sender:
         self._last_fail_log: Tuple[float, str] = (0.0, "")
         self._unstored: List[Message] = []  # taken from the queue, not in the spool yet
         self.draining = False
+        self.backlog_reported = False  # the owner said what stays in the spool: no warning at stop
         self._internal = 0
         self._last_internal: Optional[str] = None
         self._internal_log = Throttled(log, logging.ERROR, self._describe_internal)
@@ -317,7 +318,7 @@ class Sender:
         if self.state == "down" and now >= self._next_attempt and not self.stopping.is_set():
             self._connect()
         elif self.state == "connecting" and now - self._connect_started > self.mq.connect_timeout:
-            self._on_down(f"no CONNACK from {self._url} within {self.mq.connect_timeout:g} s")
+            self._on_down(f"no CONNACK from {self.endpoint_url} within {self.mq.connect_timeout:g} s")
 
     def _send_window(self) -> None:
         client = self.client
@@ -346,7 +347,7 @@ class Sender:
     # -- connection state ------------------------------------------------------------------------
 
     @property
-    def _url(self) -> str:
+    def endpoint_url(self) -> str:
         return self.endpoint.url if self.endpoint else "the broker"
 
     def _connect(self) -> None:
@@ -414,7 +415,7 @@ class Sender:
         last_time, last_reason = self._last_fail_log
         if was_up:
             log.warning("lost the connection to %s (%s); %d message(s) not acknowledged yet will be sent "
-                        "again; reconnecting in %.1f s", self._url, reason, len(self.spool), delay)
+                        "again; reconnecting in %.1f s", self.endpoint_url, reason, len(self.spool), delay)
         elif reason != last_reason or now - last_time > 60.0:
             (log.error if refused else log.warning)("%s; retrying in %.1f s (attempt %d)", reason, delay,
                                                       self.attempt)
@@ -460,7 +461,7 @@ class Sender:
                 self._teardown(client)  # a clean DISCONNECT: the broker discards the will
             self._set_state("down")
             left = len(self.spool)
-            if left:
+            if left and not self.backlog_reported:
                 where = "kept in the spool for the next start" if self.spool.mode == "disk" else \
                     "LOST (the spool is in memory)"
                 log.warning("%d unacknowledged message(s) %s", left, where)
