@@ -44,3 +44,19 @@ def test_recipe_errors_name_file_line_and_key(tmp_path):
         f"{path}:3: augment.rotate.degree: unknown key; did you mean 'degrees'?",
         f"{path}:5: train.imgsz: input should be a multiple of 32 (got 300)",
     ]
+
+
+#: Words a recipe's comments use for each augmentation it turns on.
+_WORDS = {"fliplr": "flip", "flipud": "up-down", "degrees": "rotation", "scale": "zoom", "translate": "shift",
+          "shear": "shear", "perspective": "perspective", "hsv_h": "hue", "hsv_s": "saturation",
+          "hsv_v": "brightness", "mosaic": "mosaic", "mixup": "mixup"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_each_recipe_says_what_it_turns_on(path):
+    lines = path.read_text().splitlines()
+    comments = " ".join(line for line in lines if line.lstrip().startswith("#")).lower()
+    on = {k for k, v in ultralytics_overrides(load_recipe(path)).items() if v and k in _WORDS}
+    missing = [k for k in on if _WORDS[k] not in comments]
+    assert not missing, f"{path.name} turns on {missing} without saying so in its comments"
+    assert "blur" in comments and "noise" in comments  # where blur and noise come from
