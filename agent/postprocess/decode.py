@@ -14,6 +14,11 @@ Layouts (``ModelInfo.output_format``; detected from the output shapes when not g
 All boxes come out as x1, y1, x2, y2 in network-input pixels. The confidence threshold is
 applied before any per-box work, because on a CPU most of the time of a naive decoder goes
 into boxes that are then thrown away (10,647 candidates for YOLOv3 at 416, a few survive).
+
+Candidates with a NaN or infinite coordinate or score are dropped here and counted
+(``decode_counted``): an FP16 engine that overflows in one frame must cost that frame's
+broken boxes, not the run. Outputs that cannot hold a box at all (fewer than 5 channels,
+no candidates) are a ``ModelError``: the model is wrong, not one frame.
 """
 
 from __future__ import annotations
@@ -68,19 +73,42 @@ def resolve_format(outputs: Sequence[np.ndarray], info: ModelInfo, override: Opt
 
 def decode(outputs: Sequence[np.ndarray], info: ModelInfo, conf_threshold: float,
            output_format: Optional[str] = None, multi_label: bool = False) -> List[Candidates]:
-    """Candidates per batch image scoring above ``conf_threshold`` (strictly)."""
+    """Candidates per batch image scoring above ``conf_threshold`` (strictly), all finite."""
+    return decode_counted(outputs, info, conf_threshold, output_format, multi_label)[0]
+
+
+def decode_counted(outputs: Sequence[np.ndarray], info: ModelInfo, conf_threshold: float,
+                   output_format: Optional[str] = None, multi_label: bool = False
+                   ) -> Tuple[List[Candidates], int]:
+    """Like ``decode``, and how many candidates were dropped for non-finite values."""
     fmt = resolve_format(outputs, info, output_format)
     if fmt == "anchor_free":
         (pred,) = _expect(outputs, 1, 3, fmt)
-        return [_decode_anchor_free(p, conf_threshold, multi_label) for p in pred]
-    if fmt == "objectness":
-        pred = np.concatenate([_expect([o], 1, 3, fmt)[0] for o in outputs], axis=1)
-        return [_decode_objectness(p, conf_threshold, multi_label) for p in pred]
-    if fmt == "yolo_heads":
-        return _decode_heads(outputs, info, conf_threshold, multi_label)
-    if fmt == "efficient_nms":
-        return _decode_efficient_nms(outputs, conf_threshold)
-    raise ModelError(f"unknown output format {fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
+        _check_rows(pred, channels=pred.shape[1], candidates=pred.shape[2], fmt=fmt, minimum=5)
+        batch = [_decode_anchor_free(p, conf_threshold, multi_label) for p in pred]
+    elif fmt == "objectness":
+        for out in outputs:
+            (one,) = _expect([out], 1, 3, fmt)
+            _check_rows(one, channels=one.shape[2], candidates=1, fmt=fmt, minimum=6)
+        pred = np.concatenate(outputs, axis=1)
+        _check_rows(pred, channels=pred.shape[2], candidates=pred.shape[1], fmt=fmt, minimum=6)
+        batch = [_decode_objectness(p, conf_threshold, multi_label) for p in pred]
+    elif fmt == "yolo_heads":
+        batch = _decode_heads(outputs, info, conf_threshold, multi_label)
+    elif fmt == "efficient_nms":
+        batch = _decode_efficient_nms(outputs, conf_threshold)
+    else:
+        raise ModelError(f"unknown output format {fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
+    finite = [finite_only(c) for c in batch]
+    return [c for c, _ in finite], sum(n for _, n in finite)
+
+
+def finite_only(cand: Candidates) -> Tuple[Candidates, int]:
+    """``cand`` without boxes that have a NaN or infinite coordinate or score; how many went."""
+    ok = np.isfinite(cand.xyxy).all(axis=1) & np.isfinite(cand.scores)
+    if ok.all():
+        return cand, 0
+    return Candidates(cand.xyxy[ok], cand.scores[ok], cand.class_ids[ok]), int(ok.size - ok.sum())
 
 
 def _expect(outputs: Sequence[np.ndarray], count: int, ndim: int, fmt: str) -> Sequence[np.ndarray]:
@@ -88,6 +116,17 @@ def _expect(outputs: Sequence[np.ndarray], count: int, ndim: int, fmt: str) -> S
         raise ModelError(f"output format {fmt!r} expects {count} output(s) of {ndim} dimensions, "
                          f"got shapes {[tuple(o.shape) for o in outputs]}")
     return outputs
+
+
+def _check_rows(out: np.ndarray, *, channels: int, candidates: int, fmt: str, minimum: int) -> None:
+    """A decoded-box output must have room for a box and a class score, and some candidates."""
+    if channels < minimum:
+        raise ModelError(f"model output of shape {tuple(out.shape)} has {channels} values per box; the "
+                         f"{fmt!r} layout needs at least {minimum} (4 box coordinates"
+                         f"{', objectness' if fmt == 'objectness' else ''} and one class score)")
+    if candidates == 0:
+        raise ModelError(f"model output of shape {tuple(out.shape)} has no candidate boxes (0 anchors): "
+                         "not a detection model this agent can decode")
 
 
 def cxcywh_to_xyxy(cxcywh: np.ndarray) -> np.ndarray:

@@ -1,14 +1,16 @@
 """From raw network outputs to final ``Detections`` in source pixels.
 
-decode (confidence filter first) -> class filters -> NMS -> ``max_detections`` -> map boxes
-back through each frame's ``FitTransform`` -> minimum box area. The thresholds live on the
-object so a command (``set thresholds``) can change them between frames.
+decode (confidence filter first, non-finite boxes dropped) -> class filters -> NMS ->
+``max_detections`` -> map boxes back through each frame's ``FitTransform`` -> minimum box
+area. The thresholds live on the object so a command (``set thresholds``) can change them
+between frames. ``nonfinite_dropped`` counts the boxes thrown away for NaN or infinity.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -16,13 +18,15 @@ import numpy as np
 from ..errors import ModelError
 from ..preprocess import FitTransform
 from ..types import Detections, ModelInfo
-from .decode import Candidates, decode, resolve_format
+from .decode import Candidates, decode_counted, resolve_format
 from .nms import nms
 
 log = logging.getLogger(__name__)
 
 #: Candidates kept for NMS, best first; bounds the time of a frame with a near-zero threshold.
 MAX_NMS_CANDIDATES = 30000
+#: Seconds between two warnings about non-finite model outputs (a broken engine repeats it every frame).
+NONFINITE_WARN_EVERY_S = 60.0
 
 
 @dataclasses.dataclass
@@ -45,6 +49,9 @@ class Postprocessor:
         self._class_keep: Optional[np.ndarray] = None
         self._class_min_score: Optional[np.ndarray] = None
         self._compile_class_filters()
+        #: Boxes dropped so far because a coordinate or score was NaN or infinite.
+        self.nonfinite_dropped = 0
+        self._nonfinite_warned_at: Optional[float] = None
 
     def update(self, settings: PostprocessSettings) -> None:
         """Switch to new thresholds and filters (a reload or a ``set`` command); validated first."""
@@ -82,11 +89,22 @@ class Postprocessor:
         # Per-class thresholds may be lower than the global one: decode at the lowest.
         conf = s.conf_threshold if self._class_min_score is None else float(self._class_min_score.min())
         fmt = resolve_format(outputs, self.info, s.output_format)
-        batch = decode(outputs, self.info, conf, fmt, s.multi_label)
+        batch, nonfinite = decode_counted(outputs, self.info, conf, fmt, s.multi_label)
+        if nonfinite:
+            self._count_nonfinite(nonfinite)
         already_suppressed = fmt == "efficient_nms"
         if len(batch) < len(transforms):
             raise ModelError(f"model returned {len(batch)} results for a batch of {len(transforms)}")
         return [self._finish(c, t, already_suppressed) for c, t in zip(batch, transforms)]
+
+    def _count_nonfinite(self, count: int) -> None:
+        self.nonfinite_dropped += count
+        now = time.monotonic()
+        if self._nonfinite_warned_at is None or now - self._nonfinite_warned_at >= NONFINITE_WARN_EVERY_S:
+            self._nonfinite_warned_at = now
+            log.warning("model output held NaN or infinite values: dropped %d box(es), %d since start "
+                        "(an FP16 engine overflowing? counted in stats as boxes_nonfinite)",
+                        count, self.nonfinite_dropped)
 
     def _finish(self, cand: Candidates, transform: FitTransform, already_suppressed: bool) -> Detections:
         s = self.settings

@@ -167,3 +167,65 @@ def test_empty_survivors_give_empty_candidates_everywhere():
     pred = anchor_free([(1, 1, 1, 1, 0.0, 0.0, 0.0)])
     (c,) = decode([pred], INFO3, 0.25, "anchor_free")
     assert c.xyxy.shape == (0, 4) and c.scores.shape == (0,) and c.class_ids.shape == (0,)
+
+
+# -- non-finite values and outputs that cannot hold a box (issue 14, item 2) -----------------
+
+def test_non_finite_boxes_are_dropped_and_counted_in_every_layout():
+    from agent.postprocess.decode import decode_counted
+
+    nan, inf = float("nan"), float("inf")
+    pred = anchor_free([
+        (100, 50, 20, 10, 0.1, 0.9, 0.3),    # fine
+        (nan, 50, 20, 10, 0.9, 0.0, 0.0),    # NaN centre
+        (100, 50, inf, 10, 0.0, 0.8, 0.0),   # infinite width
+        (100, 50, 20, 10, 0.0, 0.0, inf),    # infinite score passes any threshold
+    ])
+    (c,), dropped = decode_counted([pred], INFO3, 0.25, "anchor_free")
+    assert dropped == 3 and c.class_ids.tolist() == [1]
+    assert np.isfinite(c.xyxy).all() and np.isfinite(c.scores).all()
+
+    obj = np.array([[[50, 60, 10, 20, 0.8, 0.5, 0.9, 0.1],
+                     [50, -inf, 10, 20, 0.9, 0.9, 0.1, 0.1]]], np.float32)
+    (c,), dropped = decode_counted([obj], INFO3, 0.25, "objectness")
+    assert dropped == 1 and c.class_ids.tolist() == [1]
+
+    # Raw heads: a huge w/h logit overflows exp() in float32, as an FP16 engine's output can.
+    info = ModelInfo(input_size=(32, 32), class_names=["a"], anchors=[[(10.0, 10.0)]], strides=[32])
+    head = np.zeros((1, 6, 1, 1), np.float32)
+    head[0, 4] = head[0, 5] = 5.0  # objectness and class both ~0.99
+    head[0, 2] = 1000.0
+    with np.errstate(over="ignore"):
+        (c,), dropped = decode_counted([head], info, 0.25, "yolo_heads")
+    assert dropped == 1 and len(c.scores) == 0
+
+    num = np.array([[2]], np.int32)
+    boxes = np.array([[[0, 0, 10, 10], [nan, 0, 5, 5]]], np.float32)
+    scores = np.array([[0.9, 0.8]], np.float32)
+    classes = np.array([[0, 1]], np.int32)
+    (c,), dropped = decode_counted([num, boxes, scores, classes], INFO3, 0.25, "efficient_nms")
+    assert dropped == 1 and c.class_ids.tolist() == [0]
+
+
+def test_decode_never_hands_non_finite_boxes_to_nms():
+    from agent.postprocess.postprocessor import Postprocessor
+    from agent.preprocess import FitTransform
+
+    pred = anchor_free([(100, 50, 20, 10, 0.9, 0.0, 0.0), (float("nan"), 50, 20, 10, 0.95, 0.0, 0.0)])
+    post = Postprocessor(INFO3)
+    (dets,) = post([pred], [FitTransform((416, 416), (416, 416), (0, 0))])
+    assert len(dets) == 1 and post.nonfinite_dropped == 1
+    post([pred], [FitTransform((416, 416), (416, 416), (0, 0))])
+    assert post.nonfinite_dropped == 2
+
+
+@pytest.mark.parametrize("shape, fmt, message", [
+    ((1, 3, 10), "anchor_free", r"\(1, 3, 10\) has 3 values per box.*at least 5"),
+    ((1, 3, 10), None, r"\(1, 3, 10\) has 3 values per box"),
+    ((1, 7, 0), "anchor_free", r"\(1, 7, 0\) has no candidate boxes \(0 anchors\)"),
+    ((1, 10, 5), "objectness", r"has 5 values per box.*at least 6"),
+    ((1, 0, 8), "objectness", r"has no candidate boxes"),
+])
+def test_outputs_that_cannot_hold_a_box_are_a_model_error(shape, fmt, message):
+    with pytest.raises(ModelError, match=message):
+        decode([np.zeros(shape, np.float32)], INFO3, 0.25, fmt)
