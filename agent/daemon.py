@@ -24,11 +24,17 @@ from .capture import Camera
 from .config_schema import AgentConfig, CameraConfig
 from .darknet import read_names
 from .detector import Detector
-from .errors import ConfigError
+from .errors import AgentError, ConfigError, DataError
 from .metrics import CpuMeter, system_stats
 from .pipeline import Pipeline, Sink
 from .postprocess.postprocessor import PostprocessSettings
-from .service import Notifier, install_signal_handlers, restore_signal_handlers, watchdog_interval
+from .service import (
+    InstanceLock,
+    Notifier,
+    install_signal_handlers,
+    restore_signal_handlers,
+    watchdog_interval,
+)
 from .sinks import MqttSink, VideoSink
 from .zones import zone_filters
 
@@ -93,6 +99,8 @@ class Daemon:
 
     def run(self) -> int:
         logging.getLogger().setLevel(self.cfg.logging.level)
+        lock = InstanceLock(self.cfg.service.state_dir)
+        lock.acquire(self.config_path)  # a second agent on this config stops here, having started nothing
         previous = install_signal_handlers(self._stop.set, self._reload.set)
         try:
             self._start_pipeline()
@@ -101,6 +109,7 @@ class Daemon:
             self.notifier.stopping()
             self._shutdown()
             restore_signal_handlers(previous)
+            lock.release()
 
     def _start_pipeline(self) -> None:
         cfg = self.cfg
@@ -194,12 +203,12 @@ class Daemon:
         started = time.monotonic()
         ping_every = watchdog_interval() if self.cfg.service.watchdog else None
         last_ping = last_status = 0.0
-        ready = False
+        # Ready means the model is loaded and the publisher started (the pipeline is running),
+        # not that a camera answered: a camera that boots slower than the device must not get
+        # the service killed by TimeoutStartSec=. The watchdog follows the inference loop alone.
+        self.notifier.ready(f"running {Path(self.cfg.model.path).name}")
         while not self._stop.is_set():
             now = time.monotonic()
-            if not ready and (pipeline.first_frame_done.is_set() or pipeline.finished.is_set()):
-                ready = True
-                self.notifier.ready(f"running {Path(self.cfg.model.path).name}")
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()
@@ -209,7 +218,7 @@ class Daemon:
                 break
             self._report_camera_states()
             alive = now - pipeline.heartbeat < STALL_S
-            if ready and ping_every and now - last_ping >= ping_every and alive:
+            if ping_every and now - last_ping >= ping_every and alive:
                 self.notifier.watchdog()
                 last_ping = now
             if now - last_status >= 5.0:
@@ -217,10 +226,21 @@ class Daemon:
                 self.notifier.status(f"{fps:.1f} fps, {pipeline.frames_processed} frames")
                 last_status = now
             self._stop.wait(SUPERVISE_S)
+        if isinstance(pipeline.error, AgentError):
+            raise pipeline.error  # e.g. a model whose outputs cannot be decoded: one line, exit 2
         if pipeline.error is not None:
             log.error("stopping: %s", pipeline.error)
             return 1
+        self._check_file_sources(pipeline)
         return 0
+
+    @staticmethod
+    def _check_file_sources(pipeline: Pipeline) -> None:
+        """A video file or image folder that could not be opened is bad input, not a finished run."""
+        failed = [camera for camera in pipeline.cameras
+                  if not camera.spec.is_live and camera.state.startswith("failed")]
+        if failed:
+            raise DataError("\n".join(f"camera {camera.name!r}: {camera.last_error}" for camera in failed))
 
     def _report_camera_states(self) -> None:
         """Publish each camera's state (retained) when it changes."""

@@ -2,7 +2,8 @@
 
 Every error the agent raises on purpose is an ``AgentError``. The CLI turns one into a
 single ``error: ...`` line and an exit code: 2 when the user's input is at fault (config,
-model file, data set), 1 when something failed at run time (backend, camera, broker).
+model file, data set), 1 when something failed at run time (backend, camera, broker), 3
+when ``run`` finds another agent already running on the same state directory.
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ class DataError(BadInputError):
 
 class BackendError(AgentError):
     """The inference runtime failed (missing library, out of memory, engine mismatch)."""
+
+
+class AlreadyRunningError(AgentError):
+    """Another agent holds this configuration's state directory: exit code 3.
+
+    Its own code, so that a script (or ``RestartPreventExitStatus=3``) can tell "already
+    running" from a failure worth retrying.
+    """
+
+    exit_code = 3
 
 
 class CaptureError(AgentError):

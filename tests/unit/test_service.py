@@ -71,3 +71,45 @@ def test_signals_become_callbacks():
     finally:
         restore_signal_handlers(previous)
     assert calls == ["reload", "stop"]
+
+
+def test_a_sighup_held_from_start_up_becomes_one_reload():
+    from agent.service import hold_reload_signal
+
+    hold_reload_signal()
+    os.kill(os.getpid(), signal.SIGHUP)  # the default action would end the process here
+    os.kill(os.getpid(), signal.SIGHUP)
+    calls = []
+    previous = install_signal_handlers(lambda: calls.append("stop"), lambda: calls.append("reload"))
+    try:
+        assert calls == ["reload"]  # held ones applied once: the config is re-read, not twice
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert calls == ["reload", "reload"]
+    finally:
+        restore_signal_handlers(previous)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def test_a_second_lock_on_one_state_dir_is_refused_with_the_owner(tmp_path):
+    from agent.errors import AlreadyRunningError
+    from agent.service import InstanceLock
+
+    first = InstanceLock(tmp_path / "state")
+    assert first.acquire("agent.yaml") is True  # creates the folder
+    second = InstanceLock(tmp_path / "state")
+    with pytest.raises(AlreadyRunningError) as info:
+        second.acquire("agent.yaml")
+    assert info.value.exit_code == 3
+    assert f"(pid {os.getpid()})" in str(info.value) and "service.state_dir of agent.yaml" in str(info.value)
+    first.release()
+    assert second.acquire() is True  # released with the file: no stale lock
+    second.release()
+
+
+def test_a_state_dir_that_cannot_be_made_only_warns(tmp_path, caplog):
+    from agent.service import InstanceLock
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert InstanceLock(blocker / "state").acquire() is False
+    assert "cannot lock" in caplog.text
