@@ -82,7 +82,8 @@ def generation(request: pytest.FixtureRequest, fake_gpu: types.SimpleNamespace) 
 
 @pytest.fixture
 def fake_gpu() -> Iterator[types.SimpleNamespace]:
-    """The fake TensorRT 10 + pycuda, fresh for each test; ``.knobs.configure(api=...)`` switches."""
+    """The fake TensorRT 10.3 + pycuda, fresh for each test; ``.knobs.configure(generation=...)``
+    (or the ``generation`` fixture, or ``use_generation``) makes it another release."""
     saved = _take_modules()
     sys.path.insert(0, str(FAKES))
     importlib.invalidate_caches()
