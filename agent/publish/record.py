@@ -5,7 +5,8 @@ one-line JSON), written and flushed as it arrives, so an interrupted recording l
 only whole lines. ``eval`` reads such a file as predictions (agent/evaluate/recordings.py).
 
 At the end the command reports, per ``(device, camera, run)``, the ``seq`` range seen,
-the messages missing inside it and the duplicates (docs/mqtt.md explains the rule).
+the messages missing (from seq 1, since every run starts there) and the duplicates
+(docs/mqtt.md explains the rule).
 With ``--client-id`` the subscription is a persistent session: messages published while
 the recorder is away are delivered when it comes back.
 
@@ -127,16 +128,22 @@ class SeqTracker:
         self.received[key] = self.received.get(key, 0) + 1
 
     def summary(self) -> List[Dict[str, Any]]:
-        """One dict per stream: first, last, received, unique, missing (count and ranges), duplicates."""
+        """One dict per stream: first, last, received, unique, missing (count and ranges), duplicates.
+
+        Every run's ``seq`` starts at 1, so the numbers below the first one received are missing
+        too (``missing_before_first`` of them): the agent's spool may have dropped its oldest
+        messages during an outage, and a gap is a gap wherever it is. A recording that began
+        after the run did sees the same; the report line says both causes.
+        """
         out = []
         for key in sorted(self.seen):
             seqs = self.seen[key]
             first, last = min(seqs), max(seqs)
-            missing = _ranges(sorted(set(range(first, last + 1)) - seqs))
+            missing = _ranges(sorted(set(range(1, last + 1)) - seqs))
             out.append({"device": key[0], "camera": key[1], "run": key[2], "first": first, "last": last,
                         "received": self.received[key], "unique": len(seqs),
                         "missing": sum(b - a + 1 for a, b in missing), "missing_ranges": missing,
-                        "duplicates": self.received[key] - len(seqs)})
+                        "missing_before_first": first - 1, "duplicates": self.received[key] - len(seqs)})
         return out
 
     def report_lines(self) -> List[str]:
@@ -148,8 +155,9 @@ class SeqTracker:
                 shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s["missing_ranges"][:10])
                 more = " ..." if len(s["missing_ranges"]) > 10 else ""
                 line += f"; missing seq: {shown}{more}"
-            if s["first"] > 1:
-                line += f" (recording began after seq 1: {s['first'] - 1} earlier message(s) not recorded)"
+            if s["missing_before_first"]:
+                line += (f" ({s['missing_before_first']} before the first received: dropped by the agent's "
+                         "spool bounds, or published before this recording began)")
             lines.append(line)
         return lines
 

@@ -70,7 +70,7 @@ def test_record_saves_every_message_and_reports_gaps_and_duplicates(broker, tmp_
     assert lines[:12] == sent and json.loads(lines[12]) == other  # exactly the payloads, in order
     assert "13 message(s)" in report and "1 non-JSON payload(s) skipped" in report
     assert "d/front run r1: seq 1..12, 12 received, 1 missing, 1 duplicate(s); missing seq: 8" in report
-    assert "d/back run r1: seq 3..3, 1 received, 0 missing" in report
+    assert "d/back run r1: seq 3..3, 1 received, 2 missing, 0 duplicate(s); missing seq: 1-2" in report
 
 
 def test_record_of_the_publisher_is_readable_by_eval_and_survives_sigterm(broker, tmp_path, publishers):
@@ -87,6 +87,26 @@ def test_record_of_the_publisher_is_readable_by_eval_and_survives_sigterm(broker
 
     messages = [_message(line, "rec.jsonl", n) for n, line in enumerate(out.read_text().splitlines(), 1)]
     assert [m["frame"] for m in messages] == list(range(25))
+
+
+def test_record_reports_what_the_agents_spool_dropped_as_missing(idle_broker, tmp_path, publishers):
+    """Issue 14 item 10: an outage longer than the spool holds drops the oldest messages; the
+    recorder, there all along with a persistent session, must count them as missing."""
+    idle_broker.start()
+    out = tmp_path / "rec.jsonl"
+    record = Record("--broker", idle_broker.address, "--out", str(out), "--client-id", "rec-drops",
+                    "--duration", "60")
+    idle_broker.stop()  # the outage: the agent publishes into its (tiny) spool meanwhile
+    pub = publishers(agent_config(idle_broker, tmp_path, spool={"max_messages": 15}))
+    for i in range(60):
+        assert pub.publish_detections("front", i, time.time(), 64, 48, detections(1), {})
+    assert pub.wait_for(lambda c: c["dropped_by"].get("spool_max_messages") == 45, 10)
+    idle_broker.start()
+    wait(lambda: out.exists() and len(out.read_text().splitlines()) >= 15, 20, "the 15 messages kept")
+    record.proc.send_signal(signal.SIGTERM)
+    report = record.finish()
+    assert f"box-1/front run {pub.run}: seq 46..60, 15 received, 45 missing, 0 duplicate(s); " \
+           "missing seq: 1-45 (45 before the first received: dropped by the agent's spool bounds" in report
 
 
 def test_record_with_a_broker_that_never_answers_fails_clearly(tmp_path):

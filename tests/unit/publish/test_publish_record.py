@@ -40,11 +40,26 @@ def test_tracker_reports_gaps_and_duplicates_per_stream():
     front = summary[("front", "r1")]
     assert (front["first"], front["last"], front["received"], front["unique"]) == (1, 10, 8, 7)
     assert front["missing"] == 3 and front["missing_ranges"] == [(4, 4), (7, 8)] and front["duplicates"] == 1
-    assert summary[("back", "r1")]["missing"] == 0 and summary[("front", "r2")]["received"] == 1
+    back = summary[("back", "r1")]
+    assert (back["missing"], back["missing_ranges"], back["missing_before_first"]) == (3, [(1, 3)], 3)
+    assert summary[("front", "r2")]["received"] == 1 and summary[("front", "r2")]["missing"] == 0
     lines = tracker.report_lines()
     assert "d/front run r1: seq 1..10, 8 received, 3 missing, 1 duplicate(s); missing seq: 4, 7-8" in lines
-    back = next(line for line in lines if "/back" in line)
-    assert "recording began after seq 1: 3 earlier message(s) not recorded" in back
+    back_line = next(line for line in lines if "/back" in line)
+    assert back_line.startswith("d/back run r1: seq 4..6, 3 received, 3 missing, 0 duplicate(s); "
+                                "missing seq: 1-3")
+    assert "3 before the first received: dropped by the agent's spool bounds" in back_line
+
+
+def test_messages_the_spool_dropped_at_the_start_of_an_outage_are_missing():
+    # Issue 14 item 10: the spool drops the oldest messages first; a persistent recorder then
+    # sees seq 41..60 of the run. That is 40 lost messages, not "0 missing".
+    tracker = SeqTracker()
+    for seq in range(41, 61):
+        tracker.add(msg(seq))
+    (stream,) = tracker.summary()
+    assert stream["missing"] == 40 and stream["missing_ranges"] == [(1, 40)]
+    assert "20 received, 40 missing" in tracker.report_lines()[0]
 
 
 def test_recorder_writes_each_payload_as_one_line_at_once(tmp_path):
