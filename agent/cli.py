@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
@@ -18,6 +20,10 @@ from .errors import AgentError
 log = logging.getLogger("agent")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: After ``run`` has stopped, how long a camera reader still inside its driver (an FFmpeg read
+#: on a stalled stream) is waited for before the process ends without interpreter teardown.
+CAPTURE_EXIT_WAIT_S = 2.0
 
 
 def configure_logging(level: str) -> None:
@@ -48,6 +54,50 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides += ["preview.enabled=true", f"preview.port={args.preview}"]
     return run_daemon(args.config, overrides, max_frames=args.max_frames, duration=args.duration,
                       video_dir=args.save_video)
+
+
+def _leave_after_run(code: int) -> None:
+    """End ``run``'s process at once if a camera reader is still inside its driver.
+
+    Tearing the interpreter down while a thread sits in an OpenCV call aborts the process
+    when that call returns (SIGABRT, a core dump, a "failed" unit). Everything worth keeping
+    is flushed and closed by now (spool, broker, logs), so ``os._exit`` loses nothing.
+    """
+    if "agent.capture.camera" not in sys.modules:
+        return  # no camera was ever opened
+    from .capture import join_readers
+
+    stuck = join_readers(CAPTURE_EXIT_WAIT_S)
+    if not stuck:
+        return
+    log.warning("%s still inside the camera driver %.0f s after stopping; exiting without waiting "
+                "for it", ", ".join(stuck), CAPTURE_EXIT_WAIT_S)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -157,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key, e.g. --set cameras.0.source=clip.mp4 (repeatable)")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames (tests, demos)")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--max-frames", type=positive_int, help="stop after this many frames (tests, demos)")
+    p.add_argument("--duration", type=positive_seconds, help="stop after this many seconds")
     p.add_argument("--save-video", metavar="DIR", help="also write an annotated video per camera here")
     p.add_argument("--preview", type=int, metavar="PORT",
                    help="serve a live MJPEG view of the cameras on http://127.0.0.1:PORT/ (0: any free port)")
@@ -295,13 +345,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from . import service
+
+    # First of all: a SIGHUP (systemctl reload) while `run` still imports and loads its model
+    # would otherwise kill it; it is kept and applied once the daemon runs.
+    service.hold_reload_signal()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "run":
+        service.release_reload_signal()
     debug = getattr(args, "debug", False)
     configure_logging("DEBUG" if debug else getattr(args, "log_level", "WARNING"))
     if args.command == "bench" and not (args.postprocess or args.eval or args.model or args.mqtt or args.all
                                         or args.pipeline or args.fleet):
         parser.error("bench: choose what to measure, e.g. --postprocess, --eval, --mqtt or --model M")
+    code = _call(args, debug)
+    if args.command == "run":
+        _leave_after_run(code)
+    return code
+
+
+def _call(args: argparse.Namespace, debug: bool) -> int:
+    """The subcommand's exit code; errors become ``error: ...`` lines and their codes."""
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

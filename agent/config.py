@@ -7,7 +7,12 @@ plain data here (not by PyYAML's constructor), which also lets us
 - reject duplicate keys (PyYAML keeps the last one silently),
 - keep keys as written (``on:`` stays "on", not True),
 - substitute ``${VAR}`` / ``${VAR:-default}`` inside string values, ``$$`` for a literal
-  ``$``, after parsing, so lines stay right and YAML syntax in a secret cannot break the file.
+  ``$``, after parsing, so lines stay right and YAML syntax in a secret cannot break the file,
+- cap what aliases expand to (``MAX_ALIAS_NODES``): a few lines of nested aliases (a "billion
+  laughs" file) would otherwise take minutes and gigabytes to build.
+
+Files the agent reads at start (MQTT password and TLS files) are checked here too, so
+``check-config`` (the unit's ExecStartPre) refuses a config that ``run`` would refuse.
 
 ``--set a.b=value`` overrides are applied to that data before validation; a problem they
 cause is reported as ``--set a.b: message``. The schema itself is in ``agent.config_schema``.
@@ -25,6 +30,7 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Set,
     Tuple,
     Type,
     TypeVar,
@@ -79,6 +85,9 @@ _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OVERRIDE_KEY = re.compile(r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$")
 # Keys whose values are never echoed back in an error message.
 _SECRET_KEYS = frozenset({"password"})
+#: Nodes that may be built again through aliases, all aliases together. Real configs repeat a
+#: few dozen (shared camera settings); an alias bomb needs millions.
+MAX_ALIAS_NODES = 10000
 
 
 def dotted(path: KeyPath) -> str:
@@ -124,10 +133,20 @@ class _Builder:
         # Substitution failures, kept apart so an override of that key can cancel them.
         self.env_problems: Dict[KeyPath, Tuple[int, str]] = {}
         self._stack: List[int] = []
+        self._built: Set[int] = set()  # ids of nodes built once; meeting one again is an alias
+        self._repeats = 0
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
         if id(node) in self._stack:
             raise yaml.constructor.ConstructorError(None, None, "recursive alias", node.start_mark)
+        if id(node) in self._built:
+            self._repeats += 1
+            if self._repeats > MAX_ALIAS_NODES:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"aliases expand to more than {MAX_ALIAS_NODES} repeated values "
+                    "(nested aliases multiply; write the values out)", node.start_mark)
+        else:
+            self._built.add(id(node))
         self._stack.append(id(node))
         try:
             if isinstance(node, yaml.MappingNode):
@@ -343,6 +362,33 @@ def _show(value: Any, path: KeyPath) -> str:
     return repr(value)
 
 
+def _origin(builder: _Builder, path: KeyPath) -> Origin:
+    """Where the value at ``path`` (or the nearest mapping above it) was written."""
+    for size in range(len(path), -1, -1):
+        if path[:size] in builder.origins:
+            return builder.origins[path[:size]]
+    return 1
+
+
+def _check_files(config: AgentConfig, builder: _Builder, problems: _Problems) -> None:
+    """Files ``run`` opens at start must be readable now (as the user the check runs as)."""
+    mq = config.mqtt
+    if not mq.enabled:
+        return
+    files: List[Tuple[KeyPath, Optional[str]]] = [(("mqtt", "password_file"), mq.password_file)]
+    if mq.tls.enabled:
+        files += [(("mqtt", "tls", key), getattr(mq.tls, key))
+                  for key in ("ca_file", "cert_file", "key_file")]
+    for path, name in files:
+        if name is None:
+            continue
+        try:
+            with open(name, "rb"):
+                pass
+        except OSError as exc:
+            problems.at(_origin(builder, path), path, f"cannot read {name}: {exc.strerror or exc}")
+
+
 def _report(schema: Type[BaseModel], exc: ValidationError, builder: _Builder, problems: _Problems) -> None:
     for error in exc.errors():
         path: KeyPath = tuple(error["loc"])
@@ -351,12 +397,7 @@ def _report(schema: Type[BaseModel], exc: ValidationError, builder: _Builder, pr
             path += tuple(int(p) if p.isdigit() else p for p in extra.split(".") if p)
         if any(path[:len(p)] == p for p in builder.env_problems):
             continue  # the unset variable is the problem; its raw "${...}" text would only add noise
-        origin: Origin = 1
-        for size in range(len(path), -1, -1):
-            if path[:size] in builder.origins:
-                origin = builder.origins[path[:size]]
-                break
-        problems.at(origin, path, _message(schema, error, path))
+        problems.at(_origin(builder, path), path, _message(schema, error, path))
 
 
 def load_text(text: str, filename: str = "<config>", overrides: Sequence[str] = (),
@@ -373,6 +414,8 @@ def load_text(text: str, filename: str = "<config>", overrides: Sequence[str] = 
         config = schema.model_validate(data)
     except ValidationError as exc:
         _report(schema, exc, builder, problems)
+    if isinstance(config, AgentConfig):
+        _check_files(config, builder, problems)
     if problems or config is None:
         raise ConfigError(problems.lines())
     return config

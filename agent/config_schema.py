@@ -32,6 +32,9 @@ MASK = "***"
 # One MQTT topic level: no separator, no wildcards, no whitespace (it would work but breaks
 # every shell script that subscribes to it).
 _TOPIC_LEVEL = re.compile(r"^[^/+#\s\x00]+$")
+# The device id is a topic level, the default client id and a file-name-safe token; the
+# docs (configs/agent.yaml) allow letters, digits, '-' and '_' only.
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 # user:password@ inside a URL, masked when the config is printed.
 _URL_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)[^@/]*@")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
@@ -122,7 +125,10 @@ class DeviceConfig(_Model):
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:
-        return _topic_level(value, "device id")
+        if not _DEVICE_ID.match(value):
+            raise ValueError(f"device id {value!r} may only use letters, digits, '-' and '_' (it is an MQTT "
+                             "topic level and the default client id)")
+        return value
 
 
 class CsiOptions(_Model):

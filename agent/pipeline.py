@@ -131,6 +131,8 @@ class Pipeline:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop capture, finish the frame in flight, drain the results to the sinks, close them."""
         deadline = time.monotonic() + timeout
+        for camera in self.cameras:  # all at once: one camera stuck in its driver delays no other
+            camera.request_stop()
         for camera in self.cameras:
             camera.stop(timeout=max(0.1, (deadline - time.monotonic()) / 3))
         self._stop.set()
@@ -264,7 +266,11 @@ class Pipeline:
     def _decode(self, detector: Detector, item: _Inferred) -> List[FrameResult]:
         """Raw outputs -> detections (NMS, class filters) -> zones, one ``FrameResult`` per frame."""
         started = time.perf_counter()
+        nonfinite_before = detector.postprocess.nonfinite_dropped
         batch = detector.postprocess(item.outputs, item.transforms)
+        nonfinite = detector.postprocess.nonfinite_dropped - nonfinite_before
+        if nonfinite:
+            self.metrics.count("boxes_nonfinite", nonfinite)
         stages = dict(item.stages, postprocess=(time.perf_counter() - started) * 1e3)
         self.metrics.observe("postprocess", stages["postprocess"])
         zones = self.zones

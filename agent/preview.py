@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import ipaddress
 import logging
 import select
 import socket
@@ -68,6 +69,16 @@ class _HttpServer(ThreadingHTTPServer):
 
 class _HttpServer6(_HttpServer):
     address_family = socket.AF_INET6
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only accepts connections from this machine."""
+    if host.strip().lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may well resolve to a public address
 
 
 class PreviewServer:
@@ -143,6 +154,10 @@ class PreviewServer:
                                         name="preview-http", daemon=True)
         self._thread.start()
         log.info("camera preview at %s", self.url)
+        if not is_loopback(self.host):
+            log.warning("preview.host is %s: the camera pictures at %s are served WITHOUT authentication "
+                        "to anyone who can reach this port; keep it on 127.0.0.1 and use an SSH tunnel "
+                        "(ssh -L %d:127.0.0.1:%d DEVICE)", self.host, self.url, self.port, self.port)
         return self
 
     def close(self) -> None:

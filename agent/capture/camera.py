@@ -13,6 +13,13 @@ reopened with exponential backoff and jitter; its state (``online``, ``reconnect
 ``failed: reason``, ``finished``) is for ``stats`` and the per-camera status topic. No
 frame is ever handed out twice, and all-black frames (what some drivers emit while a
 sensor restarts) never are.
+
+A reader thread spends most of its life inside OpenCV (FFmpeg, GStreamer, V4L2), which no
+other thread can interrupt; FFmpeg's own timeouts (``sources.py``) bound a network read. If
+the interpreter shut down while one of those calls is still running, the thread would be
+torn down inside C++ when it returns (``FATAL: exception not rethrown``, SIGABRT). So
+``stop`` only asks; ``join_readers`` waits for every reader started in this process, and
+the CLI ends the process without interpreter teardown if one is still stuck.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Deque, Optional, Tuple
+import weakref
+from typing import Any, Callable, Deque, List, MutableSet, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -36,6 +44,9 @@ from .sources import SourceSpec, open_capture, source_spec
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 4  # every-frame mode: enough to ride out jitter, small enough for memory
+
+# Every reader thread of this process, until it ends (see join_readers).
+_READERS: MutableSet[threading.Thread] = weakref.WeakSet()
 
 
 @dataclasses.dataclass
@@ -79,6 +90,7 @@ class Camera:
 
     def start(self) -> Camera:
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
+        _READERS.add(self._thread)
         self._thread.start()
         return self
 
@@ -112,14 +124,23 @@ class Camera:
         with self._cond:
             return self._finished and self._latest is None and not self._queue
 
-    def stop(self, timeout: float = 3.0) -> None:
+    def request_stop(self) -> None:
+        """Ask the reader to stop at its next chance (after the driver call it is in)."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                log.warning("camera %s: reader thread did not stop within %.1f s", self.name, timeout)
+                log.warning("camera %s: reader thread still inside %s after %.1f s; it ends when the "
+                            "driver returns", self.name, self.spec.description, timeout)
+
+    @property
+    def reader_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> CameraStats:
         return CameraStats(self.state, self.frames, self.delivered, self.dropped, self.blank,
@@ -235,3 +256,14 @@ class Camera:
     def _jitter(self, delay: float) -> float:
         """Up to 25% either way, so cameras behind one failed switch do not retry in lockstep."""
         return delay * random.uniform(0.75, 1.25)
+
+
+def join_readers(timeout: float) -> List[str]:
+    """Wait up to ``timeout`` s for every reader thread started in this process to end.
+
+    Returns the names of those still running (inside a driver call that has not returned).
+    """
+    deadline = time.monotonic() + timeout
+    for thread in list(_READERS):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return sorted(t.name for t in list(_READERS) if t.is_alive())

@@ -11,6 +11,13 @@
 - A video file; a folder or glob of images (read by ``ImageSequence``, not OpenCV).
 
 Every description of a source that reaches a log goes through ``mask_url`` first.
+
+Network sources read through FFmpeg get two sets of timeouts: OpenCV's (its interrupt
+callback, ``CAP_PROP_OPEN/READ_TIMEOUT_MSEC``) and FFmpeg's own socket timeouts, passed in
+``OPENCV_FFMPEG_CAPTURE_OPTIONS`` (RTSP ``timeout``, ``stimeout`` before FFmpeg 5; HTTP
+``rw_timeout``). Either bounds a read of a stream that stalls, so a capture thread always
+comes back from the driver and can be stopped. That variable is process-wide and OpenCV
+reads it while opening, so each FFmpeg open sets it under a lock.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import functools
 import glob
 import logging
 import os
+import re
 import shutil
+import threading
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -34,7 +43,12 @@ from ..fileio import IMAGE_SUFFIXES
 log = logging.getLogger(__name__)
 
 # Network reads block inside FFmpeg; these bound them so a dead stream is noticed.
-_FFMPEG_TIMEOUT_MS = 5000
+_FFMPEG_TIMEOUT_MS = 5000  # opening; reads use the camera's stall_timeout
+_FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+# Held while an FFmpeg capture opens with this process's options variable set for it.
+_FFMPEG_OPEN_LOCK = threading.Lock()
+# What the environment said before we touched it: files and devices open with that.
+_USER_FFMPEG_OPTIONS = os.environ.get(_FFMPEG_OPTIONS_ENV)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +61,7 @@ class SourceSpec:
     params: Tuple[int, ...] = ()
     images: Tuple[Path, ...] = ()
     description: str = ""
+    ffmpeg_options: str = ""  # OPENCV_FFMPEG_CAPTURE_OPTIONS while this source opens (FFmpeg only)
 
     @property
     def is_live(self) -> bool:
@@ -78,6 +93,26 @@ def rtsp_jetson_pipeline(url: str, latency_ms: int, transport: str, codec: str =
     return (f"rtspsrc location={url} latency={latency_ms} protocols={protocols} ! {depay} ! {parse} ! "
             "nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! "
             "video/x-raw,format=BGR ! appsink drop=1 max-buffers=1 sync=false")
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_major() -> int:
+    """FFmpeg's major release as OpenCV was built with it (from libavformat's version), 0 if unknown."""
+    match = re.search(r"avformat:\s+YES \((\d+)\.", cv2.getBuildInformation())
+    if not match:
+        return 0
+    avformat = int(match.group(1))
+    return 5 if avformat >= 59 else 4  # libavformat 59 came with FFmpeg 5.0; 5+ share the names below
+
+
+def ffmpeg_options(kind: str, camera: CameraConfig) -> str:
+    """FFmpeg's own socket timeouts (microseconds) and RTSP transport, as OpenCV passes them."""
+    timeout_us = int(camera.stall_timeout * 1e6)
+    if kind == "rtsp":
+        # FFmpeg 4's RTSP "timeout" means "listen for a connection": its socket timeout was "stimeout".
+        key = "timeout" if ffmpeg_major() >= 5 or ffmpeg_major() == 0 else "stimeout"
+        return f"rtsp_transport;{camera.rtsp.transport}|{key};{timeout_us}"
+    return f"rw_timeout;{timeout_us}"
 
 
 def _jetson_decoder_available() -> bool:
@@ -118,17 +153,17 @@ def source_spec(camera: CameraConfig) -> SourceSpec:
         return SourceSpec("gstreamer", src[len("gstreamer:"):].strip(), cv2.CAP_GSTREAMER,
                           description="GStreamer pipeline")
     timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _FFMPEG_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-                _FFMPEG_TIMEOUT_MS)
+                int(camera.stall_timeout * 1000))
     if kind == "rtsp":
         if _jetson_decoder_available():
             pipeline = rtsp_jetson_pipeline(src, camera.rtsp.latency_ms, camera.rtsp.transport)
             return SourceSpec("rtsp", pipeline, cv2.CAP_GSTREAMER,
                               description=f"RTSP {mask_url(src)} (nvv4l2decoder)")
-        # FFmpeg reads its RTSP transport from this variable (OpenCV has no per-capture option).
-        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{camera.rtsp.transport}"
-        return SourceSpec("rtsp", src, cv2.CAP_FFMPEG, timeouts, description=f"RTSP {mask_url(src)} (FFmpeg)")
+        return SourceSpec("rtsp", src, cv2.CAP_FFMPEG, timeouts, description=f"RTSP {mask_url(src)} (FFmpeg)",
+                          ffmpeg_options=ffmpeg_options("rtsp", camera))
     if kind == "http":
-        return SourceSpec("http", src, cv2.CAP_FFMPEG, timeouts, description=f"HTTP {mask_url(src)}")
+        return SourceSpec("http", src, cv2.CAP_FFMPEG, timeouts, description=f"HTTP {mask_url(src)}",
+                          ffmpeg_options=ffmpeg_options("http", camera))
     # A path: a video file, a folder of images, or a glob.
     path = Path(src)
     if path.is_file():
@@ -170,13 +205,26 @@ def open_capture(spec: SourceSpec) -> object:
     """An opened capture for ``spec`` (``cv2.VideoCapture`` or ``ImageSequence``), or raise."""
     if spec.kind == "images":
         return ImageSequence(spec.images)
-    if spec.params:
-        cap = cv2.VideoCapture(spec.target, spec.api, list(spec.params))
+    if spec.api in (cv2.CAP_FFMPEG, cv2.CAP_ANY):
+        # The options variable is process-wide: no other camera may open with this one's.
+        with _FFMPEG_OPEN_LOCK:
+            options = spec.ffmpeg_options or _USER_FFMPEG_OPTIONS
+            if options:
+                os.environ[_FFMPEG_OPTIONS_ENV] = options
+            else:
+                os.environ.pop(_FFMPEG_OPTIONS_ENV, None)
+            cap = _video_capture(spec)
     else:
-        cap = cv2.VideoCapture(spec.target, spec.api)
+        cap = _video_capture(spec)
     if not cap.isOpened():
         cap.release()
         hint = " (this OpenCV has no GStreamer)" if spec.api == cv2.CAP_GSTREAMER and \
             not opencv_has_gstreamer() else ""
         raise CaptureError(f"cannot open {spec.description}{hint}")
     return cap
+
+
+def _video_capture(spec: SourceSpec) -> cv2.VideoCapture:
+    if spec.params:
+        return cv2.VideoCapture(spec.target, spec.api, list(spec.params))
+    return cv2.VideoCapture(spec.target, spec.api)

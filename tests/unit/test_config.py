@@ -420,3 +420,72 @@ def test_bad_duration_and_reserved_camera_name(tmp_path: Path) -> None:
         "cfg.yaml:7: spool.max_age: cannot read 'a week' as a duration; write seconds (3600) or 30s, 90m, "
         "12h, 7d",
     ]
+
+
+# -- issue 14, item 12: what run would refuse, check-config refuses ----------------------------
+
+@pytest.mark.parametrize("device_id", ["jet.son", "jetson-01é", "a$b", "x:y", "a*b"])
+def test_device_id_takes_only_letters_digits_dash_and_underscore(tmp_path: Path, device_id: str) -> None:
+    lines = problems(tmp_path, f"device:\n  id: '{device_id}'\n" + MINIMAL)
+    assert len(lines) == 1 and lines[0].startswith("cfg.yaml:2: device.id: device id")
+    assert "letters, digits, '-' and '_'" in lines[0]
+
+
+def test_device_id_as_documented_is_fine(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "device:\n  id: Jetson_Orin-07\n" + MINIMAL).device.id == "Jetson_Orin-07"
+
+
+def test_missing_password_and_tls_files_are_config_errors(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    text = MINIMAL + f"""\
+mqtt:
+  username: agent
+  password_file: {tmp_path}/no-password
+  tls:
+    enabled: true
+    ca_file: {tmp_path}/no-ca.pem
+    cert_file: {ca}
+    key_file: {tmp_path}/no-key.pem
+"""
+    assert problems(tmp_path, text) == [
+        "cfg.yaml:8: mqtt.password_file: cannot read no-password: No such file or directory",
+        "cfg.yaml:11: mqtt.tls.ca_file: cannot read no-ca.pem: No such file or directory",
+        "cfg.yaml:13: mqtt.tls.key_file: cannot read no-key.pem: No such file or directory",
+    ]
+    # the same files through --set name the override; TLS files do not matter with TLS off
+    assert problems(tmp_path, MINIMAL, [f"mqtt.password_file={tmp_path}/gone"]) == [
+        "--set mqtt.password_file: cannot read gone: No such file or directory"]
+    cfg = load_text(tmp_path, MINIMAL + f"mqtt:\n  tls:\n    ca_file: {tmp_path}/no-ca.pem\n")
+    assert cfg.mqtt.tls.enabled is False
+
+
+def test_yaml_alias_bomb_is_refused_fast(tmp_path: Path) -> None:
+    import time
+
+    levels = ["a: &a [" + ", ".join(["lol"] * 9) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    started = time.monotonic()
+    lines = problems(tmp_path, "\n".join(levels) + "\n" + MINIMAL)
+    assert time.monotonic() - started < 5.0  # 9**9 values: minutes and gigabytes without the cap
+    assert len(lines) == 1 and "aliases expand to more than 10000 repeated values" in lines[0]
+    assert lines[0].startswith("cfg.yaml:")
+
+
+def test_ordinary_aliases_and_merges_still_work(tmp_path: Path) -> None:
+    text = """\
+x-camera: &camera {width: 640, height: 480, fps: 10}
+cameras:
+  - {name: a, source: a.mp4, <<: *camera}
+  - {name: b, source: b.mp4, <<: *camera}
+model:
+  path: model.onnx
+"""
+    with pytest.raises(ConfigError, match="x-camera: unknown key"):
+        load_text(tmp_path, text)  # unknown top-level key, but the aliases themselves built fine
+    cfg = load_text(tmp_path, text.replace("x-camera: &camera {width: 640, height: 480, fps: 10}\n", "")
+                    .replace("  - {name: a, source: a.mp4, <<: *camera}",
+                             "  - &first {name: a, source: a.mp4, width: 640, height: 480, fps: 10}")
+                    .replace("<<: *camera}", "<<: *first}"))
+    assert [(c.name, c.width, c.fps) for c in cfg.cameras] == [("a", 640, 10.0), ("b", 640, 10.0)]
