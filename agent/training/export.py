@@ -61,6 +61,7 @@ def export_onnx(weights: Path, out: Path, imgsz: int = 416, half: bool = False, 
         info = ModelInfo(input_size=(imgsz, imgsz), class_names=[names[k] for k in sorted(names)],
                          output_format="anchor_free", resize_mode="letterbox", strides=strides,
                          name=Path(out).stem)
+        _edge_pads_as_concat(exported)
         _write_metadata(exported, info, provenance or {})
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         tmp_out = Path(out).with_name(f".{Path(out).name}.tmp")
@@ -68,6 +69,59 @@ def export_onnx(weights: Path, out: Path, imgsz: int = 416, half: bool = False, 
         os.replace(tmp_out, out)
     diff = verify(yolo, Path(out), info, verify_images) if verify_images else None
     return ExportReport(Path(out), info, diff, len(verify_images))
+
+
+def _edge_pads_as_concat(path: Path) -> int:
+    """Rewrite ``Pad`` nodes of mode ``edge`` as Slice + Concat (the same numbers).
+
+    Darknet's size-2 stride-1 max pool (yolov3-tiny) pads its right and bottom edge with
+    values that never win, which an edge (replicate) pad reproduces exactly; TensorRT's ONNX
+    parser before 8.6 takes only constant-zero padding, while Slice and Concat parse
+    everywhere. Returns how many nodes were rewritten.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    known = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            known[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "constant")
+        if node.op_type != "Pad" or mode != "edge" or len(node.input) < 2 or node.input[1] not in known:
+            nodes.append(node)
+            continue
+        pads = [int(v) for v in known[node.input[1]]]
+        rank = len(pads) // 2
+        x, tag = node.input[0], f"edgepad{rewritten}"
+        steps = [(axis, at_end) for axis in range(rank) for at_end, count in
+                 ((False, pads[axis]), (True, pads[rank + axis])) for _ in range(count)]
+        for k, (axis, at_end) in enumerate(steps):
+            start, end = (-1, np.iinfo(np.int64).max) if at_end else (0, 1)
+            consts = []
+            for label, value in (("starts", start), ("ends", end), ("axes", axis)):
+                name = f"{tag}_{k}_{label}"
+                graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), name))
+                consts.append(name)
+            edge = f"{tag}_{k}_edge"
+            nodes.append(helper.make_node("Slice", [x, *consts], [edge], name=edge))
+            out = node.output[0] if k == len(steps) - 1 else f"{tag}_{k}_out"
+            parts = [x, edge] if at_end else [edge, x]
+            nodes.append(helper.make_node("Concat", parts, [out], name=out, axis=axis))
+            x = out
+        if not steps:
+            nodes.append(helper.make_node("Identity", [x], [node.output[0]], name=f"{tag}_identity"))
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+        log.info("%s: %d edge Pad node(s) rewritten as Slice + Concat", path, rewritten)
+    return rewritten
 
 
 def _write_metadata(path: Path, info: ModelInfo, provenance: Dict[str, Any]) -> None:

@@ -231,3 +231,21 @@ def test_strategies_on_the_real_weights_freeze_what_they_say(shapes, capsys, str
     for prefix in moved_prefixes:
         keys = [k for k in before if k.startswith(prefix) and k.endswith("weight")]
         assert keys and any(not torch.equal(before[k], after[k]) for k in keys), prefix
+
+
+def test_the_exported_3l_model_has_no_edge_padding_and_matches_pytorch(tmp_path, shapes):
+    """darknet's pool padding exports as Slice + Concat (TensorRT < 8.6 parses only zero Pad)."""
+    from agent.backends.onnxruntime import OnnxRuntimeBackend
+    from agent.training.export import export_onnx
+    from agent.training.train import prepare_pretrained
+
+    root, _ = shapes
+    checkpoint, _spec, _line, new_layers = prepare_pretrained(TINY_CFG, "yolov3-tiny-3l", 3, None, tmp_path)
+    assert new_layers == [20, 23]
+    images = sorted((root / "shapes" / "images" / "val").glob("*.jpg"))[:2]
+    report = export_onnx(Path(checkpoint), tmp_path / "m.onnx", imgsz=64, verify_images=images)
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-2
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert "Pad" not in ops and ops.count("Concat") >= 4
+    info = OnnxRuntimeBackend(tmp_path / "m.onnx").info
+    assert info.strides == [8, 16, 32]
