@@ -139,11 +139,15 @@ def cmd_make_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_make_video(args: argparse.Namespace) -> int:
-    from .datasets.synthetic import make_video
+    from .datasets.video import make_video
+    from .datasets.video_truth import load_lines
 
+    lines = load_lines(args.lines) if args.lines else []  # a bad file fails before any frame is drawn
     truth = make_video(args.out, frames=args.frames, fps=args.fps, seed=args.seed, width=args.width,
-                       height=args.height)
-    print(f"video written: {args.out} (ground truth: {truth})")
+                       height=args.height, lines=lines)
+    extra = f", crossings: {truth.with_suffix('.lines.json')}" if lines else ""
+    print(f"video written: {args.out} (ground truth: {truth}, identities: {truth.with_suffix('.mot.txt')}"
+          f"{extra})")
     return 0
 
 
@@ -254,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="messages in the --mqtt throughput run (default 20000)")
     p.add_argument("--repeat", type=int, default=200, help="timed repetitions per case (default 200)")
     p.add_argument("--no-peers", action="store_true", help="time only this project's code")
+    p.add_argument("--tracker", action="store_true",
+                   help="tracking cost per frame with 50 objects: tracker, event engine, zone tagging")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     from .bench.backend import add_arguments as add_backend_bench_arguments
 
@@ -279,13 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace images and labels already there")
     p.set_defaults(handler=cmd_make_dataset)
 
-    p = sub.add_parser("make-video", help="write a video of moving shapes with COCO ground truth")
-    p.add_argument("--out", required=True, help="output .mp4 (ground truth goes beside it as .json)")
+    p = sub.add_parser("make-video", help="write a video of moving shapes with COCO and MOT ground truth")
+    p.add_argument("--out", required=True,
+                   help="output .mp4 (ground truth beside it: .json boxes, .mot.txt identities)")
     p.add_argument("--frames", type=int, default=300, help="frame count (default 300)")
     p.add_argument("--fps", type=float, default=15.0, help="frames per second (default 15)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
+    p.add_argument("--lines", metavar="FILE",
+                   help="counting lines, YAML or JSON: a list of {name, points: [[x1, y1], [x2, y2]], units, "
+                        "anchor, classes} as in a camera's lines:; writes the true crossings as .lines.json")
     p.set_defaults(handler=cmd_make_video)
 
     p = sub.add_parser("train", help="train YOLOv3 weights with an augmentation recipe (ultralytics)")
@@ -357,7 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     debug = getattr(args, "debug", False)
     configure_logging("DEBUG" if debug else getattr(args, "log_level", "WARNING"))
     if args.command == "bench" and not (args.postprocess or args.eval or args.model or args.mqtt or args.all
-                                        or args.pipeline or args.fleet):
+                                        or args.pipeline or args.fleet or args.tracker):
         parser.error("bench: choose what to measure, e.g. --postprocess, --eval, --mqtt or --model M")
     code = _call(args, debug)
     if args.command == "run":

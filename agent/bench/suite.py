@@ -47,6 +47,10 @@ def run_selected(args: argparse.Namespace) -> Dict[str, Any]:
             print(line)
     if args.pipeline or every:
         results["pipeline"] = _pipeline(args, model, peers)
+    if getattr(args, "tracker", False) or every:
+        from .tracker import run_tracker_bench
+
+        results["tracker"] = run_tracker_bench()
     if getattr(args, "fleet", False):  # minutes, and a broker restart: never part of --all
         from .fleet import run_fleet_bench
 

@@ -37,6 +37,17 @@ def add_parser(subparsers) -> None:
     files.add_argument("--gt-format", choices=["coco", "yolo", "voc"], help="default: from the path")
     files.add_argument("--pred-format", choices=["coco", "yolo", "jsonl"], help="default: from the path")
     files.add_argument("--camera", help="recordings holding several cameras: the one to evaluate")
+    files.add_argument(
+        "--track",
+        action="store_true",
+        help="score tracks instead of boxes: --gt CLIP.mot.txt (or CLIP.json beside it) and --pred "
+        "a recording with track_id; MOTA, IDF1, ID switches (py-motmetrics) and line counts",
+    )
+    files.add_argument(
+        "--lines",
+        metavar="FILE",
+        help="with --track: the true line crossings (default: CLIP.lines.json beside the gt)",
+    )
     model = p.add_argument_group("model run")
     model.add_argument("--model", help="model file the agent loads (.onnx, .engine, darknet .cfg)")
     model.add_argument("--data", help="labelled images: YOLO data YAML or folder, or a VOC root")
@@ -125,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
     from .runner import EvalConfig
     from .structures import ReadOptions
 
+    if args.track or args.lines:
+        return _run_track(args)
     model_mode = bool(args.model or args.data or args.compare)
     if model_mode and (args.gt or args.pred):
         raise BadInputError("eval: use either --gt/--pred or --model/--data, not both")
@@ -160,6 +173,21 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate_files(args.gt, args.pred, args.gt_format, args.pred_format, options, config)
     _report([result], args)
+    return 0
+
+
+def _run_track(args: argparse.Namespace) -> int:
+    from .mot import evaluate_tracks, summary_text
+    from .report import write_json
+
+    if not args.track:
+        raise BadInputError("eval: --lines goes with --track")
+    if not (args.gt and args.pred) or args.model or args.data:
+        raise BadInputError("eval --track: give --gt CLIP.mot.txt --pred RECORDING.jsonl")
+    result = evaluate_tracks(args.gt, args.pred, args.lines, args.camera)
+    print(summary_text(result))
+    if args.json:
+        write_json(args.json, result)
     return 0
 
 

@@ -12,7 +12,8 @@ Events (the publisher adds ``schema``, ``device``, ``camera``, ``run`` and ``seq
   it has been in (or out of) a zone for ``zone_inertia`` consecutive matched frames, so a
   box jittering on an edge does not flap;
 - ``line_cross`` when its anchor crosses a counting line (agent/tracking/lines.py) between
-  two frames where it was seen; crossings made before confirmation are announced with it;
+  two frames where it was seen; crossings made before confirmation are announced with it,
+  and a track that ends inside a line's band but past the line crosses it as it ends;
 - ``track_update`` when its zones change, when it becomes stationary or moves again, and
   every ``update_interval_s`` while it moves (a stationary track stays quiet);
 - ``track_end`` (after a ``zone_exit`` for each zone it was still in) when it has been
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -35,7 +37,6 @@ from ..types import Detections
 from ..zones import anchor_points
 from .counts import Counts
 from .lines import CountingLine, Point, advance
-from .matching import iou_matrix
 from .settings import TrackingSettings
 from .tracker import ByteTracker, Track, TrackerStep
 
@@ -50,7 +51,8 @@ _PATH_KEEP = 256  # positions held per track before thinning to every other one
 class _State:
     """What the engine remembers of one track (tentative ones too, for their crossings)."""
 
-    line_refs: List[Optional[Point]]  # per line: the last anchor that was off the line
+    line_refs: List[Optional[Point]]  # per line: the last anchor outside the line's band
+    last_points: List[Optional[Point]]  # per line: the last anchor, wherever it was
     pending: List[Tuple[int, str]] = dataclasses.field(default_factory=list)  # crossings before confirmation
     zones: List[str] = dataclasses.field(default_factory=list)  # zones it is in (after inertia)
     streaks: Dict[str, int] = dataclasses.field(default_factory=dict)  # frames disagreeing with ``zones``
@@ -84,6 +86,7 @@ class EventEngine:
         #: Counting starts at ``start_ts``, or else at the first frame's time.
         self._counts = Counts([line.name for line in self.lines], self.zone_names, since=start_ts or 0.0)
         self._started = start_ts is not None
+        self._size: Optional[Tuple[int, int]] = None  # of the last frame: where the lines are
 
     def apply(self, settings: TrackingSettings) -> None:
         """New settings (SIGHUP): tracks, ids and counts carry on under them."""
@@ -97,13 +100,15 @@ class EventEngine:
             raise ValueError(f"zones: {len(zones)} entries for {len(dets)} detections")
         if not self._started:
             self._counts.since, self._started = float(ts), True
+        self._size = (width, height)
         step = self._tracker.update(dets, ts, frame)
         ts = self._tracker.now if self._tracker.now is not None else float(ts)
         events: List[Dict[str, Any]] = []
         seen: Dict[int, int] = {id(t): d for d, t in enumerate(step.det_tracks) if t is not None}
         matched = [t for t in step.det_tracks if t is not None]
         for track in matched:
-            self._states.setdefault(track.serial, _State([None] * len(self.lines)))
+            if track.serial not in self._states:
+                self._states[track.serial] = self._new_state()
             self._record_path(track, ts)
         self._cross_lines(matched, {id(t) for t in step.confirmed}, frame, ts, width, height, events)
         for track in step.confirmed:
@@ -185,7 +190,7 @@ class EventEngine:
 
     def _stationary_change(self, track: Track, state: _State, ts: float) -> Optional[str]:
         box = track.box
-        still = state.settle_box is not None and iou_matrix(box[None], state.settle_box[None])[0, 0] >= \
+        still = state.settle_box is not None and _iou(box.tolist(), state.settle_box.tolist()) >= \
             self.settings.stationary_iou
         if not still:
             state.settle_box, state.settle_ts = box, ts
@@ -205,7 +210,8 @@ class EventEngine:
         events.append(self._event("zone_enter", track, state, frame, ts, zone=zone))
 
     def _end(self, track: Track, frame: int, ts: float, events: List[Dict[str, Any]]) -> None:
-        state = self._states.pop(track.serial, None) or _State([None] * len(self.lines))
+        state = self._states.pop(track.serial, None) or self._new_state()
+        self._settle_lines(track, state, frame, ts, events)
         for zone in list(state.zones):
             state.zones.remove(zone)
             events.append(self._event("zone_exit", track, state, frame, ts, zone=zone))
@@ -222,14 +228,20 @@ class EventEngine:
         if not self.lines or not matched:
             return
         boxes = np.stack([t.box for t in matched])
+        sizes = (boxes[:, 2:] - boxes[:, :2]).tolist()
         for index, line in enumerate(self.lines):
             a, b = line.endpoints(width, height)
+            length = math.hypot(b[0] - a[0], b[1] - a[1])
+            # The box's extent across the line: its size projected on the line's normal.
+            nx, ny = abs(b[1] - a[1]) / length, abs(b[0] - a[0]) / length
             points = anchor_points(boxes, line.anchor).tolist()
-            for track, point in zip(matched, points):
+            for track, point, (w, h) in zip(matched, points, sizes):
                 if not line.counts_class(track.class_id):
                     continue
                 state = self._states[track.serial]
-                ref, direction = advance(state.line_refs[index], (point[0], point[1]), a, b)
+                margin = self.settings.line_margin * (nx * w + ny * h)
+                state.last_points[index] = (point[0], point[1])
+                ref, direction = advance(state.line_refs[index], (point[0], point[1]), a, b, margin)
                 state.line_refs[index] = ref
                 if direction is None:
                     continue
@@ -237,6 +249,21 @@ class EventEngine:
                     self._cross(track, state, index, direction, frame, ts, events)
                 else:  # announced after its track_start
                     state.pending.append((index, direction))
+
+    def _settle_lines(self, track: Track, state: _State, frame: int, ts: float,
+                      events: List[Dict[str, Any]]) -> None:
+        """A track that ends inside a line's band, past the line, crossed it: a person who walks
+        through a door and vanishes behind it must count. Decided on the exact side (no band)."""
+        if not self.lines or self._size is None:
+            return
+        for index, line in enumerate(self.lines):
+            ref, last = state.line_refs[index], state.last_points[index]
+            if ref is None or last is None or last == ref:
+                continue
+            a, b = line.endpoints(*self._size)
+            _, direction = advance(ref, last, a, b)
+            if direction is not None:
+                self._cross(track, state, index, direction, frame, ts, events)
 
     def _cross(self, track: Track, state: _State, index: int, direction: str, frame: int, ts: float,
                events: List[Dict[str, Any]]) -> None:
@@ -262,10 +289,13 @@ class EventEngine:
         known = [z for z in self.zone_names if z in zones]
         return known + sorted(z for z in zones if z not in self.zone_names)
 
+    def _new_state(self) -> _State:
+        return _State([None] * len(self.lines), [None] * len(self.lines))
+
     def _record_path(self, track: Track, ts: float) -> None:
         state = self._states[track.serial]
-        x, y = anchor_points(track.box[None], "bottom_center")[0]
-        state.path.append((ts, round(float(x), 1), round(float(y), 1)))
+        x0, _, x1, y1 = track.box.tolist()
+        state.path.append((ts, round((x0 + x1) / 2.0, 1), round(y1, 1)))  # bottom centre
         if len(state.path) > _PATH_KEEP:
             state.path = state.path[:-1:2] + state.path[-1:]  # thin evenly, keep the newest
 
@@ -285,6 +315,15 @@ class EventEngine:
         counts, changed = self._counts.take(self._occupants(step.tracks))
         ids = [t.track_id if t is not None else None for t in step.det_tracks]
         return FrameResult(ids, events, counts, changed, list(step.tracks))
+
+
+def _iou(a: List[float], b: List[float]) -> float:
+    """IoU of two corner boxes, in plain floats (one pair per track per frame: numpy costs more)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = w * h if w > 0.0 and h > 0.0 else 0.0
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0.0 else 0.0
 
 
 def _thin(path: Sequence[Tuple[float, float, float]], n: int) -> List[List[float]]:

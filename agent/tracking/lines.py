@@ -15,6 +15,11 @@ extension beyond A or B. The ends are deliberate:
 - a position exactly on the line has no side: it is skipped, and the next position with a
   side is compared with the last one that had one, so a point that stops on the line and
   then goes on counts once, and one that touches it and turns back does not count.
+
+The tracker's boxes jitter, so the agent widens "on the line" to a band: a position within
+``line_margin`` of the box's extent across the line (``margin``, in pixels) has no side
+either. An object that lingers on the line then crosses once, not in-out-in; the truth of a
+generated clip is computed with no band (its boxes do not jitter).
 """
 
 from __future__ import annotations
@@ -49,12 +54,14 @@ def meets_segment(p0: Point, p1: Point, a: Point, b: Point) -> bool:
     return side_a * side_b <= 0.0
 
 
-def advance(ref: Optional[Point], p: Point, a: Point, b: Point) -> Tuple[Optional[Point], Optional[str]]:
+def advance(ref: Optional[Point], p: Point, a: Point, b: Point, margin: float = 0.0
+            ) -> Tuple[Optional[Point], Optional[str]]:
     """One new position ``p`` of a point whose last position off the line was ``ref`` (None at
-    first): (the new ``ref``, ``in``/``out``/None). Plain floats: it runs per track and line
-    on every frame, where numpy's per-call cost would dominate."""
+    first): (the new ``ref``, ``in``/``out``/None). A position within ``margin`` pixels of
+    the line counts as on it. Plain floats: it runs per track and line on every frame, where
+    numpy's per-call cost would dominate."""
     s1 = side(a, b, p)
-    if s1 == 0.0:
+    if s1 == 0.0 or (margin > 0.0 and abs(s1) <= margin * math.hypot(b[0] - a[0], b[1] - a[1])):
         return ref, None  # on the line: no side yet
     if ref is None:
         return p, None

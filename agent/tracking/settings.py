@@ -17,13 +17,16 @@ from ..errors import ConfigError
 @dataclasses.dataclass(frozen=True)
 class TrackingSettings:
     enabled: bool = False
-    #: Detections at or above this score are matched first and may start tracks.
-    high_threshold: float = 0.5
+    #: Detections at or above this score are matched first and may start tracks. 0.25, not
+    #: ByteTrack's 0.5: YOLOv8-style heads (the shipped model's) score lower than the MOT17
+    #: detectors ByteTrack was tuned on; ultralytics' tracker defaults to 0.25 for the same reason.
+    high_threshold: float = 0.25
     #: Detections between this and ``high_threshold`` only keep existing tracks alive
     #: (ByteTrack's second association); below it they are ignored.
     low_threshold: float = 0.1
-    #: Least IoU between a track's predicted box and a detection for them to match.
-    match_iou: float = 0.3
+    #: Least IoU between a track's predicted box and a detection for them to match (ByteTrack's
+    #: first association: 0.2; small fast objects overlap their prediction little).
+    match_iou: float = 0.2
     #: A track unmatched for this long ends (``track_end``); until then it may be found again.
     lost_after_s: float = 1.0
     #: Matched frames in a row before a track is confirmed, gets an id and is announced.
@@ -36,6 +39,12 @@ class TrackingSettings:
     update_interval_s: float = 60.0
     #: Consecutive frames a track must be in (or out of) a zone before it enters (or leaves) it.
     zone_inertia: int = 3
+    #: A box overlapping a higher-scoring box (of another class: NMS runs per class) by at least
+    #: this IoU is the same object seen twice; it is not tracked on its own. 1 turns this off.
+    duplicate_iou: float = 0.7
+    #: Band around a counting line, as a fraction of the box's extent across the line, inside
+    #: which the anchor has no side: jitter on the line does not count as crossings.
+    line_margin: float = 0.1
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -53,7 +62,8 @@ class TrackingSettings:
                 return math.nan
             return float(value)
 
-        for name in ("high_threshold", "low_threshold", "match_iou", "stationary_iou"):
+        for name in ("high_threshold", "low_threshold", "match_iou", "stationary_iou", "line_margin",
+                     "duplicate_iou"):
             value = number(name)
             if not 0.0 <= value <= 1.0:
                 out.append(f"{name}: must be within [0, 1], got {getattr(self, name)!r}")

@@ -8,6 +8,9 @@ Box", 2022), with times in seconds:
 3. active tracks still unmatched get a second chance against the low-score detections:
    a partly hidden object scores low, and dropping its box is what breaks identities;
    those that still find nothing become lost;
+3b. lost tracks still unmatched are tried at the box they were last seen in, not where the
+   filter predicts them (an object that stopped or bounced while unseen: OC-SORT's
+   observation-centric recovery, Cao et al. 2023);
 4. tentative tracks (not yet confirmed) are matched to the high-score detections left;
    a tentative track that misses a frame is dropped, so clutter rarely becomes a track;
 5. the high-score detections still unmatched start tentative tracks;
@@ -16,7 +19,9 @@ Box", 2022), with times in seconds:
 A track is confirmed after ``min_hits`` matched frames in a row and only then takes an id
 from the id source, so ids are dense and each names a real, announced track. Association
 ignores the class (a detector that wavers between two labels must not split a track); the
-track's label is the class with the highest total score over its detections.
+track's label is the class with the highest total score over its detections. For the same
+reason, a box that overlaps a higher-scoring one of another class by ``duplicate_iou`` is
+the same object seen twice: it votes for the label but is not tracked on its own.
 """
 
 from __future__ import annotations
@@ -60,15 +65,13 @@ class Track:
     top_score: float = 0.0
     det_box: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(4))  # last detection, xyxy
     votes: Dict[int, float] = dataclasses.field(default_factory=dict)  # class id -> summed score
+    #: The filtered box (xyxy): smoother than the detections, used for geometry. The tracker
+    #: refreshes it for all tracks at once whenever the state changes.
+    box: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(4))
 
     @property
     def confirmed(self) -> bool:
         return self.track_id is not None
-
-    @property
-    def box(self) -> np.ndarray:
-        """The filtered box (xyxy, float64): smoother than the detections, used for geometry."""
-        return kalman.xywh_to_xyxy(self.mean[:4])[0]
 
     @property
     def class_id(self) -> int:
@@ -90,6 +93,28 @@ class TrackerStep:
     confirmed: List[Track]  # confirmed in this frame
     ended: List[Track]  # confirmed tracks lost for lost_after_s, removed in this frame
     tracks: List[Track]  # confirmed tracks that still exist (tracked or lost), oldest first
+
+
+def duplicates_of(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, min_iou: float
+                  ) -> np.ndarray:
+    """(N,) for each box, the index of the higher-scoring box of another class it duplicates
+    (IoU >= ``min_iou``), or its own index. Per-class NMS leaves one box per class on an object
+    the detector cannot decide about (square or triangle?); tracked as two, they would start
+    a second track. Same-class pairs are NMS's business and are left alone."""
+    primary = np.arange(len(boxes))
+    if len(boxes) < 2 or min_iou >= 1.0:
+        return primary
+    iou = iou_matrix(boxes, boxes)
+    other = class_ids[:, None] != class_ids[None, :]
+    rows, cols = np.nonzero(np.triu((iou >= min_iou) & other, 1))
+    if not len(rows):
+        return primary
+    # Strongest pairs first; each box is kept or absorbed once, by the best box that overlaps it.
+    for i, j in sorted(zip(rows.tolist(), cols.tolist()), key=lambda p: -max(scores[p[0]], scores[p[1]])):
+        keep, drop = (i, j) if scores[i] >= scores[j] else (j, i)
+        if primary[keep] == keep and primary[drop] == drop:
+            primary[drop] = keep
+    return primary
 
 
 class ByteTracker:
@@ -121,8 +146,10 @@ class ByteTracker:
         self._predict(ts)
         scores = dets.scores.astype(np.float64)
         boxes = dets.xyxy.astype(np.float64)
-        high = np.flatnonzero(scores >= s.high_threshold)
-        low = np.flatnonzero((scores >= s.low_threshold) & (scores < s.high_threshold))
+        primary = duplicates_of(boxes, scores, dets.class_ids, s.duplicate_iou)
+        single = primary == np.arange(len(dets))
+        high = np.flatnonzero((scores >= s.high_threshold) & single)
+        low = np.flatnonzero((scores >= s.low_threshold) & (scores < s.high_threshold) & single)
         det_tracks: List[Optional[Track]] = [None] * len(dets)
         updates: List[Tuple[Track, int]] = []
 
@@ -135,8 +162,17 @@ class ByteTracker:
         for r in left_active:
             active[r].state = LOST
 
-        tentative = [t for t in self._tracks if t.state == TENTATIVE]
         rest = high[left_high]
+        # Lost tracks whose prediction drifted (an object that stopped or turned while unseen)
+        # get a last chance at the box they were last seen in (OC-SORT's recovery step).
+        lost = [pool[r] for r in left_tracks if pool[r].state == LOST]
+        if lost and len(rest):
+            iou = iou_matrix(np.stack([t.det_box for t in lost]), boxes[rest])
+            pairs, _, left_recovered = match(iou, s.match_iou)
+            updates += [(lost[r], int(rest[c])) for r, c in pairs]
+            rest = rest[left_recovered]
+
+        tentative = [t for t in self._tracks if t.state == TENTATIVE]
         pairs, left_tentative, left_rest = self._associate(tentative, boxes[rest], s.match_iou)
         updates += [(tentative[r], int(rest[c])) for r, c in pairs]
         dropped = {id(tentative[r]) for r in left_tentative}
@@ -160,6 +196,12 @@ class ByteTracker:
             if s.min_hits <= 1:
                 self._confirm(track)
                 confirmed.append(track)
+
+        for d in np.flatnonzero(~single):  # a duplicate's class still votes for its object's label
+            track = det_tracks[int(primary[d])]
+            if track is not None:
+                cid = int(dets.class_ids[d])
+                track.votes[cid] = track.votes.get(cid, 0.0) + float(scores[d])
 
         ended = [t for t in self._tracks if t.state == LOST and ts - t.last_ts >= s.lost_after_s]
         gone = dropped | {id(t) for t in ended}
@@ -195,8 +237,8 @@ class ByteTracker:
         cov = np.stack([t.cov for t in self._tracks])
         dt = np.array([ts - t.state_ts for t in self._tracks])
         mean, cov = kalman.predict(mean, cov, dt)
-        for t, m, c in zip(self._tracks, mean, cov):
-            t.mean, t.cov, t.state_ts = m, c, ts
+        for t, m, c, b in zip(self._tracks, mean, cov, kalman.xywh_to_xyxy(mean[:, :4])):
+            t.mean, t.cov, t.state_ts, t.box = m, c, ts, b
 
     @staticmethod
     def _associate(tracks: List[Track], boxes: np.ndarray, min_iou: float
@@ -212,13 +254,13 @@ class ByteTracker:
         cov = np.stack([t.cov for t, _ in updates])
         z = kalman.xyxy_to_xywh(boxes[[d for _, d in updates]])
         mean, cov = kalman.update(mean, cov, z)
-        for (t, _), m, c in zip(updates, mean, cov):
-            t.mean, t.cov = m, c
+        for (t, _), m, c, b in zip(updates, mean, cov, kalman.xywh_to_xyxy(mean[:, :4])):
+            t.mean, t.cov, t.box = m, c, b
 
     def _start(self, boxes: np.ndarray, ts: float, frame: int) -> List[Track]:
         mean, cov = kalman.initiate(kalman.xyxy_to_xywh(boxes))
-        new = [Track(next(self._serials), m, c, first_ts=ts, first_frame=frame, state_ts=ts)
-               for m, c in zip(mean, cov)]
+        new = [Track(next(self._serials), m, c, first_ts=ts, first_frame=frame, state_ts=ts, box=b)
+               for m, c, b in zip(mean, cov, kalman.xywh_to_xyxy(mean[:, :4]))]
         self._tracks += new
         return new
 

@@ -113,3 +113,19 @@ def test_the_old_import_path_still_works():
     assert synthetic.make_video is make_video
     with pytest.raises(AttributeError):
         synthetic.no_such_name  # noqa: B018
+
+
+def test_make_video_command_with_lines_and_a_bad_lines_file(tmp_path: Path, capsys):
+    from agent.cli import main
+
+    lines = tmp_path / "lines.yaml"
+    lines.write_text("- {name: middle, points: [[0.5, 0], [0.5, 1]], units: fraction}\n")
+    assert main(["make-video", "--out", str(tmp_path / "a.mp4"), "--frames", "3", "--width", "96", "--height",
+                 "64", "--lines", str(lines)]) == 0
+    assert "identities:" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.lines.json", "a.mot.txt", "a.mp4",
+                                                          "lines.yaml"]
+    lines.write_text("- {name: middle, points: [[0.5, 0], [0.5, 2]], units: fraction}\n")
+    assert main(["make-video", "--out", str(tmp_path / "b.mp4"), "--frames", "3", "--lines", str(lines)]) == 2
+    assert f"error: {lines}: lines.0.points: with units: fraction" in capsys.readouterr().err
+    assert not list(tmp_path.glob("b.*")) and not list(tmp_path.glob(".b*"))

@@ -57,6 +57,19 @@ def test_two_objects_crossing_paths_keep_their_ids():
     assert seen == {"a": {1}, "b": {2}}
 
 
+def test_a_box_of_another_class_on_the_same_object_is_no_second_track_but_votes_for_the_label():
+    tracker = ByteTracker(SETTINGS)
+    for k in range(6):  # a square the detector also calls a triangle, a little less sure each time
+        x = 100 + 4 * k
+        step = tracker.update(dets([box(x, 100), box(x + 1, 101)], [0.6, 0.55], [1, 2]), k / 10, k)
+    assert ids(step) == [1, None] and len(tracker.tracks) == 1
+    assert step.tracks[0].votes == pytest.approx({1: 3.6, 2: 3.3})
+    apart = ByteTracker(SETTINGS)  # the same two boxes overlapping less are two objects
+    for k in range(3):
+        step = apart.update(dets([box(100, 100), box(120, 100)], [0.6, 0.55], [1, 2]), k / 10, k)
+    assert ids(step) == [1, 2]
+
+
 def test_low_score_boxes_keep_a_track_alive_but_never_start_one():
     tracker = ByteTracker(SETTINGS)
     for k in range(4):
@@ -99,6 +112,18 @@ def test_a_gap_under_lost_after_s_keeps_the_id_and_a_longer_one_ends_the_track_a
     assert got == {1, 2}
     # The first frame at least lost_after_s after the last sighting ends it.
     assert ended_at == pytest.approx(3.0 - 1 / fps + 1.0, abs=1 / fps + 1e-9)
+
+
+def test_an_object_that_stops_while_hidden_is_found_again_where_it_was_last_seen():
+    tracker = ByteTracker(SETTINGS)
+    for k in range(10):  # moving right at 20 px per frame: the filter learns that speed
+        tracker.update(dets([box(100 + 20 * k, 100)]), k / 10, k)
+    for k in range(10, 15):  # hidden for half a second, during which it stopped
+        tracker.update(dets([]), k / 10, k)
+    predicted = tracker.tracks[0].box
+    assert predicted[0] > 280 + 40  # the prediction ran on, away from where the object is
+    step = tracker.update(dets([box(280, 100)]), 1.5, 15)
+    assert ids(step) == [1]
 
 
 def test_ids_are_unique_across_trackers_sharing_one_source():
