@@ -49,7 +49,9 @@ bench: $(STAMP)
 	$(BIN)/detection-agent bench --all --json bench-results.json --markdown bench-results.md
 
 # Not in CI: the agent for SOAK_S seconds on a looping camera stream that is cut and restored,
-# with its broker restarted every few minutes; fails on any lost message or resource growth.
+# its broker restarted and hung (SIGSTOP) and its network path frozen every few minutes; fails
+# on any lost or undelivered message, sender error or resource growth. The issue-14
+# measurements: python -m agent.bench.soak --scenario stall|freeze --runs 5.
 SOAK_S ?= 1800
 soak: $(STAMP)
 	$(BIN)/python -m agent.bench.soak --duration $(SOAK_S)

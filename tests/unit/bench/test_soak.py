@@ -1,12 +1,15 @@
 """The soak test's pure report logic: seq gaps, growth verdicts, schedule, pass/fail."""
 
-from agent.bench.soak import (
+from agent.bench.soak import SCENARIOS, parse_args
+from agent.bench.soak_report import (
+    Fault,
     Sample,
     agent_counters,
     end_sample,
     format_table,
     growth_verdicts,
     schedule,
+    sender_errors,
     seq_report,
     verdict,
 )
@@ -51,13 +54,44 @@ def test_end_sample_ignores_a_transient_but_not_a_leak():
 
 
 def test_schedule_keeps_the_warmup_and_the_tail_quiet():
-    events = schedule(300, warmup=30, tail=30, broker_every=60, broker_down=5, cut_every=90, cut_seconds=10)
+    faults = [Fault("broker_restart", 60, 5), Fault("camera_cut", 90, 10)]
+    events = schedule(300, warmup=30, tail=30, faults=faults)
     assert [e for e in events if e[1].startswith("broker")] == [
-        (60, "broker_stop"), (65, "broker_start"), (120, "broker_stop"), (125, "broker_start"),
-        (180, "broker_stop"), (185, "broker_start"), (240, "broker_stop"), (245, "broker_start")]
-    assert [t for t, a in events if a == "camera_cut"] == [90, 180]  # 270 + 10 runs into the tail
-    assert schedule(300, 30, 30, 0, 5, 0, 10) == []
-    assert schedule(300, 100, 30, 60, 5, 0, 10)[0] == (120, "broker_stop")
+        (60, "broker_restart_start"), (65, "broker_restart_end"), (120, "broker_restart_start"),
+        (125, "broker_restart_end"), (180, "broker_restart_start"), (185, "broker_restart_end"),
+        (240, "broker_restart_start"), (245, "broker_restart_end")]
+    assert [t for t, a in events if a == "camera_cut_start"] == [90, 180]  # 270 + 10 runs into the tail
+    assert schedule(300, 30, 30, [Fault("broker_restart", 0, 5), Fault("camera_cut", 0, 10)]) == []
+    assert schedule(300, 100, 30, faults)[0] == (120, "broker_restart_start")
+
+
+def test_schedule_of_the_new_faults_and_of_a_one_off():
+    faults = [Fault("broker_stall", 250, 8), Fault("network_freeze", 330, 25)]
+    events = schedule(1800, 60, 30, faults)
+    assert [t for t, a in events if a == "broker_stall_start"] == [250, 500, 750, 1000, 1250, 1500, 1750]
+    assert [(t, a) for t, a in events if a.startswith("network")][:2] == [
+        (330, "network_freeze_start"), (355, "network_freeze_end")]
+    assert schedule(45, 5, 12, [Fault("network_freeze", 5, 25, once=True)]) == [
+        (5, "network_freeze_start"), (30, "network_freeze_end")]
+
+
+def test_scenarios_are_the_issues_measurements():
+    stall = parse_args(["--scenario", "stall", "--runs", "5"])
+    settings = (stall.stats_interval, stall.mqtt_defaults, stall.live_camera, stall.file_fps)
+    assert settings == (2, True, False, 15.0)
+    assert SCENARIOS["stall"]["fault"] == ("broker_stall", 5, 8) and stall.runs == 5
+    freeze = parse_args(["--scenario", "freeze"])
+    assert freeze.stats_interval == 10 and SCENARIOS["freeze"]["fault"] == ("network_freeze", 5, 25)
+    once = [Fault("network_freeze", 5, 25, once=True)]
+    events = schedule(freeze.duration, freeze.warmup, freeze.tail, once)
+    assert events[-1][0] <= freeze.duration - freeze.tail  # the fault ends before the quiet tail
+
+
+def test_sender_errors_from_the_log_and_the_stats():
+    log = "x ERROR agent.publish.sender: MQTT sender step failed; continuing\n" * 3 + "INFO fine\n"
+    assert sender_errors(log, {"mqtt_internal_errors": 0}) == 3
+    assert sender_errors("", {"mqtt_internal_errors": 2}) == 2
+    assert sender_errors("", agent_counters(None)) == 0
 
 
 def _report(**changes):
@@ -70,6 +104,12 @@ def _report(**changes):
 
 def test_verdict():
     assert verdict(_report()) == []
+    assert verdict(_report(sender_errors=2)) == ["2 MQTT sender internal error(s)"]
+    # Processed frames never delivered count only when the agent ended by itself (drained).
+    assert verdict(_report(frames_without_message=4, ended_by_input=True)) == [
+        "4 processed frames never delivered"]
+    assert verdict(_report(frames_without_message=4, ended_by_input=False)) == []
+    assert verdict(_report(growth=None, growth_required=False)) == []
     assert verdict(_report(messages={"lost": 3})) == ["3 messages lost"]
     assert verdict(_report(agent_exit=1)) == ["the agent exited with 1"]
     assert verdict(_report(growth=None)) == ["no resource samples (the agent ended before the warm-up did)"]
@@ -91,10 +131,13 @@ def test_format_table_names_every_figure_and_the_verdict():
                      messages=seq_report([("live", "r", 1), ("live", "r", 2)]),
                      agent=agent_counters({"frames": 2, "mqtt": {"reconnects": 1, "dropped": 0},
                                            "cameras": {"live": {"reconnects": 1}}}),
-                     left_in_spool=0, frames_without_message=0, broker_restarts=4, camera_cuts=2,
+                     left_in_spool=0, frames_without_message=0, ended_by_input=True, sender_errors=0,
+                     faults_done={"broker_restart": 4, "camera_cut": 2, "broker_stall": 3},
                      subscriber_reconnects=4)
     report["failed"] = verdict(report)
     table = format_table(report)
     for text in ("frames processed", "messages lost (seq gaps)   0", "RSS start -> end",
-                 "broker restarts done", "camera reconnects", "MQTT reconnects (agent)", "PASSED"):
+                 "broker restarts done", "broker stalls done", "network freezes done",
+                 "sender internal errors", "camera reconnects", "MQTT reconnects (agent)", "PASSED"):
         assert text in table
+    assert "broker stalls done         3" in table and "network freezes done       0" in table
