@@ -204,21 +204,27 @@ def state(path: Path) -> Dict[str, "torch.Tensor"]:
             for k, v in (ckpt.get("ema") or ckpt["model"]).state_dict().items()}
 
 
-@pytest.mark.parametrize("strategy, frozen_prefixes, moved_prefixes", [
+@pytest.mark.parametrize("given, strategy, frozen_prefixes, moved_prefixes", [
     # head: everything the weights filled stays; the new stride-8 branch (20, 23) and Detect train
-    ("head", ["model.0.", "model.8.", "model.13.", "model.19."], ["model.20.", "model.23.", "model.24."]),
-    # partial-early: the stem (stride <= 4: layers 0-4) stays, the rest retrains
-    ("partial-early", ["model.0.", "model.2.", "model.4."], ["model.6.", "model.13.", "model.24."]),
+    ("head", "head", ["model.0.", "model.8.", "model.13.", "model.19."],
+     ["model.20.", "model.23.", "model.24."]),
+    # auto on 8 images of shapes: small and unlike COCO -> partial-early: the stem (stride <= 4:
+    # layers 0-4) stays, the rest retrains
+    ("auto", "partial-early", ["model.0.", "model.2.", "model.4."], ["model.6.", "model.13.", "model.24."]),
 ])
-def test_strategies_on_the_real_weights_freeze_what_they_say(shapes, capsys, strategy, frozen_prefixes,
+def test_strategies_on_the_real_weights_freeze_what_they_say(shapes, capsys, given, strategy, frozen_prefixes,
                                                               moved_prefixes):
     root, data = shapes
-    code, _ = run_cli(capsys, "train", "--data", str(data), "--model", "yolov3-tiny-3l",
-                      "--pretrained", str(TINY_CFG), "--strategy", strategy,
-                      "--recipe", "configs/train/no-augment.yaml", "--epochs", "1", "--imgsz", "64",
-                      "--batch", "4", "--project", str(root / "runs"), "--name", strategy)
+    code = main(["train", "--data", str(data), "--model", "yolov3-tiny-3l", "--pretrained", str(TINY_CFG),
+                 "--strategy", given, "--recipe", "configs/train/no-augment.yaml", "--epochs", "1",
+                 "--imgsz", "64", "--batch", "4", "--project", str(root / "runs"), "--name", given])
+    out = capsys.readouterr().out
     assert code == 0
-    run = root / "runs" / strategy
+    if given == "auto":
+        assert ("--strategy auto: data size 'small' estimated: 8 training images (small means under "
+                "1000); similarity 'low' estimated: 0 of the 3 class names are among the 80 pretraining "
+                "classes") in out
+    run = root / "runs" / given
     record = json.loads((run / "training.json").read_text())
     assert record["pretrained"].startswith("pretrained: 11 of 13 convolutions loaded from "
                                            "yolov3-tiny.weights")
