@@ -88,7 +88,7 @@ def run_tracker_bench(objects: int = 50, frames: int = 600, fps: float = 30.0) -
         engine_ms.append((t2 - t1) * 1e3)
         events += len(result.events)
     warm = min(30, frames // 4)  # the first frames start tracks: time the steady state
-    report = {"objects": objects, "frames": frames, "fps": fps,
+    report: Dict[str, Any] = {"objects": objects, "frames": frames, "fps": fps,
               "tracked_at_end": len(result.tracks), "events": events,
               "tracker": summarize(tracker_ms[warm:]), "engine": summarize(engine_ms[warm:]),
               "zones": summarize(zone_ms[warm:])}

@@ -136,7 +136,7 @@ class VideoScene:
 
 def coco_annotations(objects: List[Placed], frame: int, first_id: int) -> List[Dict[str, Any]]:
     """COCO annotations of a frame's labelled objects (ids from ``first_id``; bbox in pixels)."""
-    anns = []
+    anns: List[Dict[str, Any]] = []
     for obj in objects:
         box = obj.box()
         if box is None or not obj.labelled():

@@ -91,7 +91,7 @@ class EventEngine:
     def apply(self, settings: TrackingSettings) -> None:
         """New settings (SIGHUP): tracks, ids and counts carry on under them."""
         self.settings = settings
-        self._tracker.settings = settings
+        self._tracker.apply(settings)
 
     def update(self, dets: Detections, zones: Optional[Sequence[Sequence[str]]], frame: int, ts: float,
                width: int, height: int) -> FrameResult:

@@ -129,6 +129,10 @@ class ByteTracker:
         self._last_ts: Optional[float] = None
         self._warned_clock = False
 
+    def apply(self, settings: TrackingSettings) -> None:
+        """New settings (SIGHUP); tracks and ids carry on under them."""
+        self.settings = settings
+
     @property
     def now(self) -> Optional[float]:
         """The time of the last frame (held still when the clock stepped back)."""
@@ -197,11 +201,11 @@ class ByteTracker:
                 self._confirm(track)
                 confirmed.append(track)
 
-        for d in np.flatnonzero(~single):  # a duplicate's class still votes for its object's label
-            track = det_tracks[int(primary[d])]
-            if track is not None:
-                cid = int(dets.class_ids[d])
-                track.votes[cid] = track.votes.get(cid, 0.0) + float(scores[d])
+        for dup in np.flatnonzero(~single).tolist():  # a duplicate's class still votes for the label
+            owner = det_tracks[int(primary[dup])]
+            if owner is not None:
+                cid = int(dets.class_ids[dup])
+                owner.votes[cid] = owner.votes.get(cid, 0.0) + float(scores[dup])
 
         ended = [t for t in self._tracks if t.state == LOST and ts - t.last_ts >= s.lost_after_s]
         gone = dropped | {id(t) for t in ended}
