@@ -10,6 +10,12 @@ DEMO_OUT := demo-output
 
 .PHONY: install test lint demo bench soak model model-compare clean
 
+RTSP_PACKAGES := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+RTSP_PROBE := /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); \
+	gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; Gst.init(None); \
+	raise SystemExit(0 if Gst.ElementFactory.find('x264enc') else 1)"
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[cpu,train,eval,dev]'
@@ -33,6 +39,13 @@ test: $(STAMP)
 		{ apt-get install -y -qq mosquitto >/dev/null 2>&1 || \
 		{ apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }; }; } || \
 		{ echo "make test needs the mosquitto broker: run 'sudo apt-get install -y mosquitto'" >&2; exit 1; }
+	@# tests/integration/test_rtsp.py serves real H.264 RTSP cameras with GStreamer's RTSP server, which
+	@# the system python3 runs (the venv has no GStreamer bindings): installed here as root when
+	@# missing; otherwise those tests skip and say why.
+	@$(RTSP_PROBE) 2>/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq $(RTSP_PACKAGES) >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq $(RTSP_PACKAGES) >/dev/null; }; } || \
+		echo "warning: could not install GStreamer's RTSP server: the RTSP camera tests will be skipped"
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

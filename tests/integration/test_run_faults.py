@@ -327,7 +327,7 @@ def test_network_sources_get_ffmpeg_socket_timeouts():
                                     rtsp={"transport": "udp"}))
     http = source_spec(CameraConfig(name="b", source="http://10.0.0.6/video.mjpg"))
     key = "stimeout" if ffmpeg_major() == 4 else "timeout"  # FFmpeg 4 named RTSP's socket timeout so
-    assert rtsp.ffmpeg_options == f"rtsp_transport;udp|{key};3000000"
+    assert rtsp.ffmpeg_options == f"rtsp_transport;udp|{key};3000000|probesize;32"
     assert http.ffmpeg_options == "rw_timeout;5000000"
     read_ms = dict(zip(http.params[::2], http.params[1::2]))[cv2.CAP_PROP_READ_TIMEOUT_MSEC]
     assert read_ms == 5000
