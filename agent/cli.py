@@ -124,7 +124,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     proof = results.get("fleet", {}).get("proof")
     if proof is not None and not proof["exactly_once"]:
         raise AgentError(f"bench --fleet: {proof['missing']} message(s) missing from the consumers' union "
-                         f"({proof['missing_in_restart_gap']} created in the broker restart's gap)")
+                         f"({proof['missing_still_in_spools']} still in the agents' spools, "
+                         f"{proof['missing_in_restart_gap']} created in the broker restart's gap, "
+                         f"{proof['lost']} lost)")
     return 0
 
 

@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace, workdir: Path, restart_at: float) -> Dict[str
     from .broker import Mosquitto
     from .fleet_agents import FleetSettings, SimulatedFleet
     from .fleet_consumers import Consumers, StatusWatch
-    from .fleet_proof import CpuSampler, disk_writes, union, verdict
+    from .fleet_proof import CpuSampler, disk_writes, spooled, union, verdict
 
     broker = Mosquitto(workdir / "broker")
     sampler = CpuSampler().start()
@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace, workdir: Path, restart_at: float) -> Dict[str
         if restart is not None:
             restart.update(_comeback(fleet, consumers, restart))
         proof = verdict(expected, seen, {key: fleet.created[i] for i, key in enumerate(keys)},
-                        _gap(restart, args.restart_down))
+                        _gap(restart, args.restart_down), spooled(workdir / "spools"))
         latency = Consumers.latency(summaries)
         sampler.stop()
         report: Dict[str, Any] = {
@@ -248,8 +248,9 @@ def report_lines(r: Dict[str, Any]) -> List[str]:
         f"({r['delivered_per_s']} msg/s incl. drain {r['drain_s']} s), per consumer {r['per_consumer']}",
         f"  proof: {p['missing']} missing, {p['duplicates']} duplicate(s) over {p['streams']} streams -> "
         + ("every seq exactly once (duplicates aside)" if p["exactly_once"] else
-           f"FAILED ({p['missing_in_restart_gap']} of them created in the restart gap, between the stop "
-           "and the consumers' return)"),
+           f"FAILED: {p['missing_still_in_spools']} still in the agents' spools, "
+           f"{p['missing_in_restart_gap']} created in the restart gap (between the stop and the "
+           f"consumers' return), {p['lost']} lost"),
         f"  latency publish->consumer: p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, "
         f"max {lat.get('max')} ms",
         f"  CPU: agents process {r['agents_process_cpu_cores']} cores = "

@@ -59,7 +59,7 @@ def agent_config(settings: FleetSettings, index: int) -> AgentConfig:
         "model": {"path": "simulated.onnx"},
         "mqtt": {"host": settings.host, "port": settings.port, "protocol": settings.protocol,
                  "keepalive": settings.keepalive, "reconnect_min": settings.reconnect_min,
-                 "reconnect_max": settings.reconnect_max, "connect_timeout": 5,
+                 "reconnect_max": settings.reconnect_max, "connect_timeout": 10,
                  "stats_interval": 3600, "inflight_max": settings.inflight_max,
                  "queue_size": settings.queue_size},
         "spool": {"path": str(settings.workdir / "spools" / f"{device_id(index)}.db")},

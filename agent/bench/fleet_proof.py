@@ -5,9 +5,11 @@ files, and where the CPU and the disk went.
 ``(device, camera, run, seq)``; ``verdict`` compares that with what each simulated agent
 published (its ``run`` and how many seqs it used): a seq no consumer has is *missing*
 (the proof fails), a seq held more than once is a *duplicate* (QoS 1 redelivery: allowed,
-counted apart). ``CpuSampler`` reads ``/proc/PID/stat`` once a second for the processes
-it is given (the broker, each recorder, this process), so the report can name the one
-that ran out of CPU first. Linux only; elsewhere CPU figures are left out.
+counted apart). Missing seqs are told apart: still in the agent's spool at the end (not
+delivered yet), created in a broker restart's gap (see fleet.py), or *lost*.
+``CpuSampler`` reads ``/proc/PID/stat`` once a second for the processes it is given (the
+broker, each recorder, this process), so the report can name the one that ran out of CPU
+first. Linux only; elsewhere CPU figures are left out.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +49,42 @@ def union(files: Iterable[Path]) -> Tuple[Dict[StreamKey, Dict[int, int]], int]:
     return seen, other
 
 
+def spooled(folder: Path) -> Dict[StreamKey, Set[int]]:
+    """The detections messages still in the agents' spools (SQLite files in ``folder``) after
+    they stopped: not delivered yet, not lost; an agent sends them first at its next start."""
+    out: Dict[StreamKey, Set[int]] = {}
+    for path in sorted(folder.glob("*.db")):
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                rows = db.execute("SELECT payload FROM messages").fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            log.warning("%s: cannot read the spool: %s", path, exc)
+            continue
+        for (payload,) in rows:
+            try:
+                msg = json.loads(bytes(payload))
+                out.setdefault((msg["device"], msg["camera"], msg["run"]), set()).add(int(msg["seq"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # status, stats: not a detections message
+    return out
+
+
 def verdict(expected: Mapping[StreamKey, int], seen: Mapping[StreamKey, Mapping[int, int]],
             created: Optional[Mapping[StreamKey, Sequence[float]]] = None,
-            gap: Optional[Tuple[float, float]] = None) -> Dict[str, Any]:
+            gap: Optional[Tuple[float, float]] = None,
+            kept: Optional[Mapping[StreamKey, Set[int]]] = None) -> Dict[str, Any]:
     """Per stream, seqs 1..expected[stream] against what the consumers hold.
 
-    With ``created`` (each seq's ``ts``, at index seq - 1) and a ``gap`` (wall-clock start,
-    end), missing seqs are split into those created inside it (a broker restart: from a moment
-    before the stop, for what was in flight, until the last consumer subscribed again) and
-    those created outside it, which nothing explains.
+    A missing seq still in its agent's spool (``kept``) was not delivered by the end, not
+    lost. With ``created`` (each seq's ``ts``, at index seq - 1) and a ``gap`` (wall-clock
+    start, end), the other missing seqs are split into those created inside it (a broker
+    restart: from a moment before the stop, for what was in flight, until the last consumer
+    subscribed again) and those created outside it, which nothing explains: ``lost``.
     """
-    missing_total = duplicates = received = in_gap = 0
+    missing_total = duplicates = received = in_gap = in_spool = 0
     missing_streams: List[Dict[str, Any]] = []
     for key, last in sorted(expected.items()):
         counts = seen.get(key, {})
@@ -65,16 +93,20 @@ def verdict(expected: Mapping[StreamKey, int], seen: Mapping[StreamKey, Mapping[
         duplicates += sum(n - 1 for n in counts.values())
         if absent:
             missing_total += len(absent)
+            waiting = (kept or {}).get(key, set())
+            in_spool += sum(1 for s in absent if s in waiting)
+            absent_gone = [s for s in absent if s not in waiting]
             if created is not None and gap is not None:
                 times = created.get(key, ())
-                in_gap += sum(1 for s in absent if s <= len(times) and gap[0] <= times[s - 1] <= gap[1])
+                in_gap += sum(1 for s in absent_gone if s <= len(times) and gap[0] <= times[s - 1] <= gap[1])
             missing_streams.append({"device": key[0], "camera": key[1], "run": key[2], "missing": len(absent),
                                     "first_missing": absent[:10]})
     unexpected = sorted(set(seen) - set(expected))
     return {"streams": len(expected), "expected": sum(expected.values()), "received": received,
             "unique": received - duplicates, "missing": missing_total, "duplicates": duplicates,
+            "missing_still_in_spools": in_spool,
             "missing_in_restart_gap": in_gap if gap is not None else None,
-            "missing_outside_restart_gap": missing_total - in_gap if gap is not None else None,
+            "lost": missing_total - in_spool - in_gap,
             "streams_with_missing": missing_streams[:20], "streams_with_missing_count": len(missing_streams),
             "unexpected_streams": [list(k) for k in unexpected[:10]],
             "exactly_once": missing_total == 0}
@@ -172,4 +204,4 @@ def disk_writes() -> Optional[int]:
     return None
 
 
-__all__ = ["CpuSampler", "disk_writes", "union", "verdict"]
+__all__ = ["CpuSampler", "disk_writes", "spooled", "union", "verdict"]

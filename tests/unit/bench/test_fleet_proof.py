@@ -2,7 +2,8 @@
 
 import json
 
-from agent.bench.fleet_proof import CpuSampler, union, verdict
+from agent.bench.fleet_proof import CpuSampler, spooled, union, verdict
+from agent.publish.spool import Message, Spool
 
 
 def write(path, messages):
@@ -22,14 +23,17 @@ def test_union_of_consumers_and_verdict(tmp_path):
     expected = {("d1", "cam0", "r"): 3, ("d2", "cam0", "r"): 4}
     v = verdict(expected, seen)
     assert (v["expected"], v["received"], v["unique"], v["duplicates"], v["missing"]) == (7, 6, 5, 1, 2)
-    assert not v["exactly_once"] and v["missing_in_restart_gap"] is None
+    assert not v["exactly_once"] and v["missing_in_restart_gap"] is None and v["lost"] == 2
     assert v["streams_with_missing"] == [{"device": "d2", "camera": "cam0", "run": "r", "missing": 2,
                                           "first_missing": [2, 4]}]
     assert v["unexpected_streams"] == [["x", "cam0", "old"]]
     # d2's seq 2 was created inside the restart gap, seq 4 after it: only one is explained
     created = {("d1", "cam0", "r"): [1.0, 2.0, 3.0], ("d2", "cam0", "r"): [1.0, 10.0, 11.0, 30.0]}
     v = verdict(expected, seen, created, gap=(9.0, 20.0))
-    assert v["missing_in_restart_gap"] == 1 and v["missing_outside_restart_gap"] == 1
+    assert v["missing_in_restart_gap"] == 1 and v["lost"] == 1
+    # seq 4 still waits in d2's spool: not lost
+    v = verdict(expected, seen, created, gap=(9.0, 20.0), kept={("d2", "cam0", "r"): {4, 9}})
+    assert (v["missing_still_in_spools"], v["missing_in_restart_gap"], v["lost"]) == (1, 1, 0)
     assert verdict({("d1", "cam0", "r"): 3}, seen)["exactly_once"]
 
 
@@ -46,3 +50,13 @@ def test_cpu_sampler_measures_this_process(tmp_path):
     sampler.stop()
     report = sampler.report(1.0)["me"]
     assert report["cpu_s"] >= 0.25 and report["peak_cores"] > 0.05  # a busy core shared with others
+
+
+def test_spooled_reads_what_a_stopped_agent_left_in_its_spool(tmp_path):
+    spool = Spool(str(tmp_path / "sim-00001.db"), max_bytes=10**6, max_messages=100, max_age=3600.0,
+                  memory_max_messages=10)
+    spool.add([Message("detection-agent/sim-00001/cam0/detections", json.dumps(msg("sim-00001", s)).encode())
+               for s in (7, 8)] + [Message("detection-agent/sim-00001/status", b"offline", key="status")])
+    spool.close()
+    (tmp_path / "broken.db").write_bytes(b"not a database")
+    assert spooled(tmp_path) == {("sim-00001", "cam0", "r"): {7, 8}}
