@@ -210,7 +210,7 @@ def run_soak(args: argparse.Namespace, work: Path) -> Dict[str, Any]:
         "left_in_spool": spooled_detections(state / "spool.db"), "faults_done": dict(faults.done),
         "camera_connections": camera.connections if camera else None,
         "subscriber_reconnects": max(0, recorder.connects - 1), "bad_payloads": recorder.bad_payloads,
-        "rss_growth_limit_pct": args.rss_growth_limit, "growth_required": not args.scenario,
+        "rss_growth_limit_pct": args.rss_growth_limit, "growth_checked": not args.scenario,
         "samples": [dataclasses.asdict(s) for s in samples],
         "agent_log_tail": log_text[-3000:],
     }

@@ -109,7 +109,10 @@ def test_verdict():
     assert verdict(_report(frames_without_message=4, ended_by_input=True)) == [
         "4 processed frames never delivered"]
     assert verdict(_report(frames_without_message=4, ended_by_input=False)) == []
-    assert verdict(_report(growth=None, growth_required=False)) == []
+    grown = growth_verdicts(Sample(0, 100, 7, 7), Sample(1, 135, 13, 14))  # a sample during start-up
+    assert verdict(_report(growth=None, growth_checked=False)) == []
+    assert verdict(_report(growth=grown, growth_checked=False)) == []
+    assert len(verdict(_report(growth=grown))) == 3
     assert verdict(_report(messages={"lost": 3})) == ["3 messages lost"]
     assert verdict(_report(agent_exit=1)) == ["the agent exited with 1"]
     assert verdict(_report(growth=None)) == ["no resource samples (the agent ended before the warm-up did)"]
