@@ -93,3 +93,25 @@ def test_record_share_refuses_a_bad_group(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --share 'a/b'")
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_record_keeps_its_mqtt5_session_while_away(broker, tmp_path):
+    # MQTT 5 sessions end with the connection unless the client asks for an expiry: with
+    # --client-id, record asks for one and resumes its session (clean start off).
+    from test_mqtt_record import raw_client
+
+    first = Record("--broker", broker.address, "--protocol", "5", "--client-id", "rec-v5",
+                   "--out", str(tmp_path / "a.jsonl"), "--duration", "60")
+    first.proc.send_signal(signal.SIGTERM)
+    first.finish()
+    client = raw_client(broker)
+    for seq in range(1, 6):  # published while the recorder is away
+        body = {"schema": "detections/1", "device": "d", "camera": "c", "run": "r", "seq": seq}
+        client.publish("detection-agent/d/c/detections", json.dumps(body), 1).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+    out = tmp_path / "b.jsonl"
+    second = Record("--broker", broker.address, "--protocol", "5", "--client-id", "rec-v5",
+                    "--out", str(out), "--count", "5", "--duration", "30")
+    report = second.finish()
+    assert [json.loads(line)["seq"] for line in out.read_text().splitlines()] == [1, 2, 3, 4, 5], report
