@@ -34,7 +34,6 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from ..types import Detections
-from ..zones import anchor_points
 from .counts import Counts
 from .lines import CountingLine, Point, advance
 from .settings import TrackingSettings
@@ -58,7 +57,8 @@ class _State:
     streaks: Dict[str, int] = dataclasses.field(default_factory=dict)  # frames disagreeing with ``zones``
     visited: List[str] = dataclasses.field(default_factory=list)
     stationary: bool = False
-    settle_box: Optional[np.ndarray] = None
+    box: List[float] = dataclasses.field(default_factory=list)  # the filtered box this frame
+    settle_box: Optional[List[float]] = None
     settle_ts: float = 0.0
     last_update_ts: float = 0.0
     path: List[Tuple[float, float, float]] = dataclasses.field(default_factory=list)  # (ts, x, y)
@@ -106,10 +106,17 @@ class EventEngine:
         events: List[Dict[str, Any]] = []
         seen: Dict[int, int] = {id(t): d for d, t in enumerate(step.det_tracks) if t is not None}
         matched = [t for t in step.det_tracks if t is not None]
-        for track in matched:
-            if track.serial not in self._states:
-                self._states[track.serial] = self._new_state()
-            self._record_path(track, ts)
+        # Filtered boxes as plain floats, once: the per-track geometry below is scalar maths,
+        # where numpy's per-call cost would dominate.
+        boxes = np.stack([t.box for t in matched]).tolist() if matched else []
+        for track, box in zip(matched, boxes):
+            state = self._states.get(track.serial)
+            if state is None:
+                state = self._states[track.serial] = self._new_state()
+            state.box = box
+            state.path.append((ts, (box[0] + box[2]) / 2.0, box[3]))  # bottom centre
+            if len(state.path) > _PATH_KEEP:
+                state.path = state.path[:-1:2] + state.path[-1:]  # thin evenly, keep the newest
         self._cross_lines(matched, {id(t) for t in step.confirmed}, frame, ts, width, height, events)
         for track in step.confirmed:
             self._start(track, zones[seen[id(track)]] if zones else [], frame, ts, events)
@@ -138,14 +145,14 @@ class EventEngine:
     def path(self, track: Track) -> List[Tuple[float, float]]:
         """Recent anchor points of a live track (for drawing trails), oldest first."""
         state = self._states.get(track.serial)
-        return [(x, y) for _, x, y in state.path] if state else []
+        return [(round(x, 1), round(y, 1)) for _, x, y in state.path] if state else []
 
     # ------------------------------------------------------------------ per track
 
     def _start(self, track: Track, zones: Sequence[str], frame: int, ts: float,
                events: List[Dict[str, Any]]) -> None:
         state = self._states[track.serial]
-        state.settle_box, state.settle_ts, state.last_update_ts = track.box, ts, ts
+        state.settle_box, state.settle_ts, state.last_update_ts = state.box, ts, ts
         events.append(self._event("track_start", track, state, frame, ts, first_seen=round(track.first_ts, 6),
                                   first_frame=track.first_frame))
         for zone in self._ordered(zones):
@@ -171,6 +178,9 @@ class EventEngine:
 
     def _zone_changes(self, track: Track, state: _State, raw: set, frame: int, ts: float,
                       events: List[Dict[str, Any]]) -> Optional[str]:
+        if not raw and not state.zones:  # the common case: in no zone, before or now
+            state.streaks.clear()
+            return None
         changed = False
         for zone in self._ordered(raw | set(state.zones)):
             if (zone in raw) == (zone in state.zones):
@@ -189,9 +199,8 @@ class EventEngine:
         return "zones" if changed else None
 
     def _stationary_change(self, track: Track, state: _State, ts: float) -> Optional[str]:
-        box = track.box
-        still = state.settle_box is not None and _iou(box.tolist(), state.settle_box.tolist()) >= \
-            self.settings.stationary_iou
+        box = state.box
+        still = state.settle_box is not None and _iou(box, state.settle_box) >= self.settings.stationary_iou
         if not still:
             state.settle_box, state.settle_ts = box, ts
             if state.stationary:
@@ -227,21 +236,21 @@ class EventEngine:
                      height: int, events: List[Dict[str, Any]]) -> None:
         if not self.lines or not matched:
             return
-        boxes = np.stack([t.box for t in matched])
-        sizes = (boxes[:, 2:] - boxes[:, :2]).tolist()
         for index, line in enumerate(self.lines):
             a, b = line.endpoints(width, height)
             length = math.hypot(b[0] - a[0], b[1] - a[1])
             # The box's extent across the line: its size projected on the line's normal.
             nx, ny = abs(b[1] - a[1]) / length, abs(b[0] - a[0]) / length
-            points = anchor_points(boxes, line.anchor).tolist()
-            for track, point, (w, h) in zip(matched, points, sizes):
+            bottom = line.anchor == "bottom_center"  # the anchors of agent/zones.py
+            for track in matched:
                 if not line.counts_class(track.class_id):
                     continue
                 state = self._states[track.serial]
-                margin = self.settings.line_margin * (nx * w + ny * h)
-                state.last_points[index] = (point[0], point[1])
-                ref, direction = advance(state.line_refs[index], (point[0], point[1]), a, b, margin)
+                x0, y0, x1, y1 = state.box
+                point = ((x0 + x1) / 2.0, y1 if bottom else (y0 + y1) / 2.0)
+                margin = self.settings.line_margin * (nx * (x1 - x0) + ny * (y1 - y0))
+                state.last_points[index] = point
+                ref, direction = advance(state.line_refs[index], point, a, b, margin)
                 state.line_refs[index] = ref
                 if direction is None:
                     continue
@@ -292,13 +301,6 @@ class EventEngine:
     def _new_state(self) -> _State:
         return _State([None] * len(self.lines), [None] * len(self.lines))
 
-    def _record_path(self, track: Track, ts: float) -> None:
-        state = self._states[track.serial]
-        x0, _, x1, y1 = track.box.tolist()
-        state.path.append((ts, round((x0 + x1) / 2.0, 1), round(y1, 1)))  # bottom centre
-        if len(state.path) > _PATH_KEEP:
-            state.path = state.path[:-1:2] + state.path[-1:]  # thin evenly, keep the newest
-
     def _confirmed(self) -> List[Track]:
         return [t for t in self._tracker.tracks if t.confirmed]
 
@@ -328,7 +330,5 @@ def _iou(a: List[float], b: List[float]) -> float:
 
 def _thin(path: Sequence[Tuple[float, float, float]], n: int) -> List[List[float]]:
     """At most ``n`` points of ``path``, evenly spread over its length, first and last kept."""
-    if len(path) <= n:
-        return [[x, y] for _, x, y in path]
-    picks = np.unique(np.round(np.linspace(0, len(path) - 1, n)).astype(int))
-    return [[path[i][1], path[i][2]] for i in picks]
+    picks = range(len(path)) if len(path) <= n else np.unique(np.round(np.linspace(0, len(path) - 1, n)))
+    return [[round(path[int(i)][1], 1), round(path[int(i)][2], 1)] for i in picks]

@@ -65,6 +65,8 @@ class Track:
     top_score: float = 0.0
     det_box: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(4))  # last detection, xyxy
     votes: Dict[int, float] = dataclasses.field(default_factory=dict)  # class id -> summed score
+    #: The label: the class with the highest total score (kept current by ``_vote``).
+    class_id: int = -1
     #: The filtered box (xyxy): smoother than the detections, used for geometry. The tracker
     #: refreshes it for all tracks at once whenever the state changes.
     box: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(4))
@@ -73,15 +75,17 @@ class Track:
     def confirmed(self) -> bool:
         return self.track_id is not None
 
-    @property
-    def class_id(self) -> int:
-        return max(self.votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+    def _vote(self, class_id: int, score: float) -> None:
+        total = self.votes[class_id] = self.votes.get(class_id, 0.0) + score
+        best = self.votes.get(self.class_id, -1.0)
+        if total > best or (total == best and class_id < self.class_id):
+            self.class_id = class_id
 
     def _observe(self, box: np.ndarray, score: float, class_id: int, ts: float, frame: int) -> None:
         self.det_box = box
         self.score = score
         self.top_score = max(self.top_score, score)
-        self.votes[class_id] = self.votes.get(class_id, 0.0) + score
+        self._vote(class_id, score)
         self.last_ts, self.last_frame = ts, frame
 
 
@@ -150,7 +154,10 @@ class ByteTracker:
         self._predict(ts)
         scores = dets.scores.astype(np.float64)
         boxes = dets.xyxy.astype(np.float64)
-        primary = duplicates_of(boxes, scores, dets.class_ids, s.duplicate_iou)
+        considered = np.flatnonzero(scores >= s.low_threshold)  # the rest are ignored anyway
+        primary = np.arange(len(dets))
+        primary[considered] = considered[duplicates_of(boxes[considered], scores[considered],
+                                                       dets.class_ids[considered], s.duplicate_iou)]
         single = primary == np.arange(len(dets))
         high = np.flatnonzero((scores >= s.high_threshold) & single)
         low = np.flatnonzero((scores >= s.low_threshold) & (scores < s.high_threshold) & single)
@@ -204,8 +211,7 @@ class ByteTracker:
         for dup in np.flatnonzero(~single).tolist():  # a duplicate's class still votes for the label
             owner = det_tracks[int(primary[dup])]
             if owner is not None:
-                cid = int(dets.class_ids[dup])
-                owner.votes[cid] = owner.votes.get(cid, 0.0) + float(scores[dup])
+                owner._vote(int(dets.class_ids[dup]), float(scores[dup]))
 
         ended = [t for t in self._tracks if t.state == LOST and ts - t.last_ts >= s.lost_after_s]
         gone = dropped | {id(t) for t in ended}
@@ -247,8 +253,9 @@ class ByteTracker:
     @staticmethod
     def _associate(tracks: List[Track], boxes: np.ndarray, min_iou: float
                    ) -> Tuple[List[Tuple[int, int]], List[int], List[int]]:
-        predicted = (np.stack([t.box for t in tracks]) if tracks else np.zeros((0, 4)))
-        return match(iou_matrix(predicted, boxes), min_iou)
+        if not tracks or not len(boxes):
+            return [], list(range(len(tracks))), list(range(len(boxes)))
+        return match(iou_matrix(np.stack([t.box for t in tracks]), boxes), min_iou)
 
     @staticmethod
     def _correct(updates: List[Tuple[Track, int]], boxes: np.ndarray) -> None:
