@@ -55,7 +55,7 @@ lint: $(STAMP)
 # The whole product on this machine: a sample video -> the agent with the shipped model ->
 # MQTT (a private broker when none answers) -> a live subscriber -> summary and mAP.
 demo: $(STAMP)
-	$(BIN)/python -m agent.demo --out $(DEMO_OUT)
+	$(BIN)/python -m agent.bench.demo --out $(DEMO_OUT)
 
 # Every comparison, peers measured in the same run; the Markdown table goes into the README.
 bench: $(STAMP)

@@ -13,9 +13,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import ModelError
+from agent.errors import ModelError
 
-#: Output layouts the decoder understands (see agent/postprocess/decode.py).
+#: Output layouts the decoder understands (see agent/inference/postprocess/decode.py).
 OUTPUT_FORMATS = ("anchor_free", "objectness", "yolo_heads", "efficient_nms")
 #: How a frame is fitted to the network input: keep aspect ratio and pad, or stretch.
 RESIZE_MODES = ("letterbox", "resize")

@@ -52,8 +52,8 @@ def run_backend_bench(model: Path, backends: Sequence[str] = ("auto",), batch: i
     """Latency percentiles and FPS per backend; ``ratios`` compare each with the first (p50 over p50)."""
     import numpy as np
 
-    from ..backends.base import choose_backend, open_backend
-    from ..errors import BadInputError
+    from agent.errors import BadInputError
+    from agent.inference.backends.base import choose_backend, open_backend
 
     if iterations < 1 or warmup < 0 or batch < 1:
         raise BadInputError("--iterations and --batch must be at least 1, --warmup at least 0")

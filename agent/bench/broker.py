@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
-from .mjpeg import free_port
+from agent.bench.mjpeg import free_port
 
 
 def mosquitto_binary() -> Optional[str]:

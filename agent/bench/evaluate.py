@@ -33,9 +33,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..evaluate.coco import STAT_NAMES, installed
-from ..evaluate.runner import EvalConfig, evaluate_files
-from . import eval_workload
+from agent.bench import eval_workload
+from agent.evaluate.coco import STAT_NAMES, installed
+from agent.evaluate.runner import EvalConfig, evaluate_files
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,8 @@ def _coco_json_cases(gt_path: Path, pred_path: Path, repeat: int, peers: bool) -
 
 
 def _yolo_cases(root: Path, pred_dir: Path, repeat: int, peers: bool) -> Dict[str, object]:
-    from ..evaluate.datasets import load_ground_truth
-    from ..evaluate.structures import ReadOptions
+    from agent.evaluate.datasets import load_ground_truth
+    from agent.evaluate.structures import ReadOptions
 
     cases: Dict[str, Callable[[], List[float]]] = {
         "ours end to end": _ours(root, pred_dir, gt_format="yolo", pred_format="yolo"),

@@ -29,13 +29,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from ..errors import BadInputError
+from agent.errors import BadInputError
 
 if TYPE_CHECKING:  # the CLI builds its parser from this module: nothing heavy at import
-    from .broker import Mosquitto
-    from .fleet_agents import SimulatedFleet
-    from .fleet_consumers import Consumers
-    from .fleet_proof import CpuSampler
+    from agent.bench.broker import Mosquitto
+    from agent.bench.fleet_agents import SimulatedFleet
+    from agent.bench.fleet_consumers import Consumers
+    from agent.bench.fleet_proof import CpuSampler
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,10 @@ def run_fleet_bench(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, workdir: Path, restart_at: float) -> Dict[str, Any]:
-    from .broker import Mosquitto
-    from .fleet_agents import FleetSettings, SimulatedFleet
-    from .fleet_consumers import Consumers, StatusWatch
-    from .fleet_proof import CpuSampler, disk_writes, spooled, union, verdict
+    from agent.bench.broker import Mosquitto
+    from agent.bench.fleet_agents import FleetSettings, SimulatedFleet
+    from agent.bench.fleet_consumers import Consumers, StatusWatch
+    from agent.bench.fleet_proof import CpuSampler, disk_writes, spooled, union, verdict
 
     broker = Mosquitto(workdir / "broker")
     sampler = CpuSampler().start()

@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..config_schema import AgentConfig
-from ..publish.mqtt import MqttPublisher
-from ..types import Detections
+from agent.config.schema import AgentConfig
+from agent.publish.mqtt import MqttPublisher
+from agent.types import Detections
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Optional, Set
 
 import paho.mqtt.client as paho
 
-from ..errors import AgentError
-from ..publish.latency import LatencyHistogram, merged
+from agent.errors import AgentError
+from agent.publish.latency import LatencyHistogram, merged
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ def _percentiles(values: List[float]) -> Dict[str, float]:
 @contextlib.contextmanager
 def local_broker(folder: Path) -> Iterator[Tuple[str, int, str]]:
     """A Mosquitto on a free loopback port for the duration; yields (host, port, version)."""
-    from ..errors import BadInputError
-    from .broker import Mosquitto
+    from agent.bench.broker import Mosquitto
+    from agent.errors import BadInputError
 
     try:
         broker = Mosquitto(folder, persistence=False)
@@ -94,7 +94,7 @@ class _Subscriber:
 
 
 def _detections(n: int = 10) -> Any:
-    from ..types import Detections
+    from agent.types import Detections
 
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 600, (n, 2))
@@ -104,8 +104,8 @@ def _detections(n: int = 10) -> Any:
 
 
 def _publisher(host: str, port: int, folder: Path, device: str) -> Any:
-    from ..config import load_text
-    from ..publish.mqtt import MqttPublisher
+    from agent.config.loader import load_text
+    from agent.publish.mqtt import MqttPublisher
 
     cfg = load_text(f"device: {{id: {device}}}\ncameras: [{{name: cam, source: bench.mp4}}]\n"
                     f"model: {{path: bench.onnx}}\n"
@@ -146,7 +146,7 @@ def _throughput(host: str, port: int, folder: Path, messages: int) -> Dict[str, 
 def _plain_paho(host: str, port: int, messages: int) -> Dict[str, Any]:
     import paho.mqtt.client as paho
 
-    from ..publish.payloads import detections_payload, encode
+    from agent.publish.payloads import detections_payload, encode
 
     det = _detections()
     names = [f"class{i}" for i in range(80)]

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
-from ..backends.base import open_backend
-from ..capture import Camera
-from ..config_schema import CameraConfig
-from ..detector import Detector
-from ..errors import BadInputError
-from ..pipeline import FrameResult, Pipeline
-from .backend import run_backend_bench
+from agent.bench.backend import run_backend_bench
+from agent.capture import Camera
+from agent.config.schema import CameraConfig
+from agent.errors import BadInputError
+from agent.inference.backends.base import open_backend
+from agent.inference.detector import Detector
+from agent.runtime.pipeline import FrameResult, Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from ..postprocess.nms import nms
-from ..postprocess.postprocessor import Postprocessor, PostprocessSettings
-from ..preprocess import fit_transform
-from ..types import ModelInfo
-from .timing import ratio, time_interleaved
+from agent.bench.timing import ratio, time_interleaved
+from agent.inference.postprocess.nms import nms
+from agent.inference.postprocess.postprocessor import Postprocessor, PostprocessSettings
+from agent.inference.preprocess import fit_transform
+from agent.types import ModelInfo
 
 log = logging.getLogger(__name__)
 

@@ -58,8 +58,17 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .soak_live import FILE, LIVE, Faults, Recorder, read_process, say, spooled_detections, write_config
-from .soak_report import (
+from agent.bench.soak_live import (
+    FILE,
+    LIVE,
+    Faults,
+    Recorder,
+    read_process,
+    say,
+    spooled_detections,
+    write_config,
+)
+from agent.bench.soak_report import (
     Fault,
     Sample,
     agent_counters,
@@ -95,10 +104,10 @@ def faults_from(args: argparse.Namespace) -> List[Fault]:
 
 def run_soak(args: argparse.Namespace, work: Path) -> Dict[str, Any]:
     """Set everything up in ``work``, run the agent for ``args.duration`` s, return the report."""
-    from ..datasets.synthetic import make_video
-    from .broker import Mosquitto
-    from .mjpeg import MjpegCamera, load_jpegs
-    from .relay import Relay
+    from agent.bench.broker import Mosquitto
+    from agent.bench.mjpeg import MjpegCamera, load_jpegs
+    from agent.bench.relay import Relay
+    from agent.datasets.synthetic import make_video
 
     duration = float(args.duration)
     warmup = args.warmup if args.warmup is not None else min(60.0, max(5.0, 0.1 * duration))

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from .soak_report import FAULTS, Sample
+from agent.bench.soak_report import FAULTS, Sample
 
 DEVICE_ID = "soak"
 PREFIX = "detection-agent"

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import BadInputError
+from agent.errors import BadInputError
 
 SHIPPED_MODEL = Path("models/shapes-yolov3-tiny.onnx")
 
@@ -25,20 +25,20 @@ def run_selected(args: argparse.Namespace) -> Dict[str, Any]:
     every = args.all
     results: Dict[str, Any] = {}
     if args.postprocess or every:
-        from .postprocess import run_postprocess_bench
+        from agent.bench.postprocess import run_postprocess_bench
 
         results["postprocess"] = run_postprocess_bench(repeat=args.repeat, peers=peers)
     if args.eval or every:
-        from .evaluate import run_eval_bench
+        from agent.bench.evaluate import run_eval_bench
 
         results["eval"] = run_eval_bench(peers=peers)
     if args.mqtt or every:
-        from .mqtt import run_mqtt_bench
+        from agent.bench.mqtt import run_mqtt_bench
 
         results["mqtt"] = run_mqtt_bench(messages=args.mqtt_messages, peers=peers)
     model = Path(args.model) if args.model else (SHIPPED_MODEL if every else None)
     if (args.model and not args.pipeline) or every:
-        from .backend import format_report, run_backend_bench
+        from agent.bench.backend import format_report, run_backend_bench
 
         backends = ["onnxruntime", "opencv"] if every and args.backend == "auto" else args.backend.split(",")
         results["backend"] = run_backend_bench(model, backends, batch=args.batch, iterations=args.iterations,
@@ -48,25 +48,25 @@ def run_selected(args: argparse.Namespace) -> Dict[str, Any]:
     if args.pipeline or every:
         results["pipeline"] = _pipeline(args, model, peers)
     if getattr(args, "tracker", False) or every:
-        from .tracker import run_tracker_bench
+        from agent.bench.tracker import run_tracker_bench
 
         results["tracker"] = run_tracker_bench()
     if getattr(args, "fleet", False):  # minutes, and a broker restart: never part of --all
-        from .fleet import run_fleet_bench
+        from agent.bench.fleet import run_fleet_bench
 
         results["fleet"] = run_fleet_bench(args)
     return results
 
 
 def _pipeline(args: argparse.Namespace, model: Optional[Path], peers: bool) -> Dict[str, Any]:
-    from .pipeline import run_pipeline_bench
+    from agent.bench.pipeline import run_pipeline_bench
 
     if model is None:
         raise BadInputError("bench --pipeline needs --model MODEL (and --source VIDEO, or one is made)")
     backend = "auto" if args.all else args.backend
     if args.source:
         return run_pipeline_bench(model, Path(args.source), backend, args.threads, peers)
-    from ..datasets.synthetic import make_video
+    from agent.datasets.synthetic import make_video
 
     with tempfile.TemporaryDirectory(prefix="da-bench-") as tmp:
         video = Path(tmp) / "clip.mp4"

@@ -25,14 +25,14 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import cv2
 import numpy as np
 
-from ..datasets.shapes_draw import CLASS_NAMES
-from ..datasets.video import make_video
-from ..datasets.video_truth import TruthBox, read_mot
-from ..errors import BadInputError
-from ..evaluate.mot import evaluate_tracks
-from ..fileio import atomic_write_text
-from ..tracking import CountingLine, EventEngine, TrackingSettings
-from ..types import Detections
+from agent.datasets.shapes_draw import CLASS_NAMES
+from agent.datasets.video import make_video
+from agent.datasets.video_truth import TruthBox, read_mot
+from agent.errors import BadInputError
+from agent.evaluate.mot import evaluate_tracks
+from agent.fileio import atomic_write_text
+from agent.tracking import CountingLine, EventEngine, TrackingSettings
+from agent.types import Detections
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def record_clip(frames: Iterable[Tuple[int, Detections, int, int]], settings: Tr
                 lines: Sequence[CountingLine] = LINES, camera: str = "cam"
                 ) -> Tuple[List[str], Dict[str, Any]]:
     """Run the engine over ``frames``; the recording's lines and the final counts."""
-    from ..publish.payloads import detections_payload
+    from agent.publish.payloads import detections_payload
 
     engine = EventEngine(settings, CLASS_NAMES, (), lines, start_ts=START_TS)
     out: List[str] = []
@@ -194,8 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     detector = None
     if not args.truth:
-        from ..detector import Detector
-        from ..postprocess.postprocessor import PostprocessSettings
+        from agent.inference.detector import Detector
+        from agent.inference.postprocess.postprocessor import PostprocessSettings
 
         detector = Detector.open(Path(args.model), "onnxruntime", threads=args.threads,
                                  settings=PostprocessSettings(conf_threshold=settings.low_threshold))

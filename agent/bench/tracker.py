@@ -5,7 +5,7 @@ a pixel of jitter; each scores 0.55-1.0 but one box in six scores 0.15-0.5 in an
 so both association stages work. Three
 figures per frame: the tracker alone, the event engine (tracker, two zones with inertia,
 two counting lines, events and counts), and the zones' point-in-polygon tagging that runs
-before it (agent/zones.py). The frames are generated before timing starts. Each figure is
+before it (agent/tracking/zones.py). The frames are generated before timing starts. Each figure is
 wall time per frame (median, p90) and, because a shared machine's wall clock also counts
 other processes' turns, the thread's CPU time per frame (mean).
 """
@@ -18,10 +18,10 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from ..tracking import ByteTracker, CountingLine, EventEngine, TrackingSettings
-from ..types import Detections
-from ..zones import Zone, ZoneFilter
-from .timing import summarize
+from agent.bench.timing import summarize
+from agent.tracking import ByteTracker, CountingLine, EventEngine, TrackingSettings
+from agent.tracking.zones import Zone, ZoneFilter
+from agent.types import Detections
 
 log = logging.getLogger(__name__)
 

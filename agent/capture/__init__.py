@@ -5,6 +5,6 @@ pipeline, FFmpeg URL, file, image folder); ``camera.py`` runs the reading thread
 the newest frame (live) or every frame (files), and reconnects failed sources.
 """
 
-from .camera import Camera, CameraStats, join_readers
+from agent.capture.camera import Camera, CameraStats, join_readers
 
 __all__ = ["Camera", "CameraStats", "join_readers"]

@@ -36,10 +36,10 @@ from typing import Any, Callable, Deque, List, MutableSet, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..config_schema import CameraConfig
-from ..errors import CaptureError
-from ..types import Frame
-from .sources import SourceSpec, open_capture, source_spec
+from agent.capture.sources import SourceSpec, open_capture, source_spec
+from agent.config.schema import CameraConfig
+from agent.errors import CaptureError
+from agent.types import Frame
 
 log = logging.getLogger(__name__)
 

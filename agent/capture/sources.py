@@ -36,9 +36,9 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..config_schema import CameraConfig, mask_url
-from ..errors import CaptureError
-from ..fileio import IMAGE_SUFFIXES
+from agent.config.schema import CameraConfig, mask_url
+from agent.errors import CaptureError
+from agent.fileio import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import List, Tuple, Union
 import cv2
 import numpy as np
 
-from ..errors import DataError
+from agent.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -46,10 +46,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import yaml
 
-from ..errors import DataError
-from ..fileio import atomic_write_text, write_image
-from .photos import PhotoBackgrounds
-from .shapes_draw import (
+from agent.datasets.photos import PhotoBackgrounds
+from agent.datasets.shapes_draw import (
     ALT_BACKGROUNDS,
     CIRCLE,
     CLASS_NAMES,
@@ -67,6 +65,8 @@ from .shapes_draw import (
     to_uint8,
     triangle_arcs,
 )
+from agent.errors import DataError
+from agent.fileio import atomic_write_text, write_image
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def __getattr__(name: str) -> Any:
     # The video generator moved to video.py; ``from .synthetic import make_video`` keeps working
     # (imported on first use: video.py imports this module, so a top-level import would be circular).
     if name in _MOVED_TO_VIDEO:
-        from . import video
+        from agent.datasets import video
 
         return getattr(video, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,10 +26,7 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from ..errors import DataError
-from ..fileio import atomic_write_text
-from ..tracking.lines import CountingLine
-from .shapes_draw import (
+from agent.datasets.shapes_draw import (
     CIRCLE,
     CLASS_NAMES,
     SQUARE,
@@ -45,8 +42,11 @@ from .shapes_draw import (
     to_uint8,
     triangle_arcs,
 )
-from .synthetic import _PALETTES, MIN_SIDE, _check_int
-from .video_truth import TruthBox, lines_truth, mot_text, truth_boxes
+from agent.datasets.synthetic import _PALETTES, MIN_SIDE, _check_int
+from agent.datasets.video_truth import TruthBox, lines_truth, mot_text, truth_boxes
+from agent.errors import DataError
+from agent.fileio import atomic_write_text
+from agent.tracking.lines import CountingLine
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import yaml
 
-from ..errors import ConfigError, DataError
-from ..tracking.lines import CountingLine, Point, advance
-from ..zones import anchor_points
-from .shapes_draw import CLASS_NAMES, Placed
+from agent.datasets.shapes_draw import CLASS_NAMES, Placed
+from agent.errors import ConfigError, DataError
+from agent.tracking.lines import CountingLine, Point, advance
+from agent.tracking.zones import anchor_points
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import argparse
 import logging
 from typing import List, Optional
 
-from ..errors import BadInputError
+from agent.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .runner import EvalConfig
-    from .structures import ReadOptions
+    from agent.evaluate.runner import EvalConfig
+    from agent.evaluate.structures import ReadOptions
 
     if args.track or args.lines:
         return _run_track(args)
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if model_mode:
         return _run_models(args, options, config)
-    from .runner import evaluate_files
+    from agent.evaluate.runner import evaluate_files
 
     result = evaluate_files(args.gt, args.pred, args.gt_format, args.pred_format, options, config)
     _report([result], args)
@@ -177,8 +177,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_track(args: argparse.Namespace) -> int:
-    from .mot import evaluate_tracks, summary_text
-    from .report import write_json
+    from agent.evaluate.mot import evaluate_tracks, summary_text
+    from agent.evaluate.report import write_json
 
     if not args.track:
         raise BadInputError("eval: --lines goes with --track")
@@ -192,10 +192,10 @@ def _run_track(args: argparse.Namespace) -> int:
 
 
 def _run_models(args: argparse.Namespace, options, config) -> int:
-    from .datasets import load_ground_truth
-    from .report import latency_text
-    from .run_model import limit_images, run_model
-    from .runner import evaluate
+    from agent.evaluate.datasets import load_ground_truth
+    from agent.evaluate.report import latency_text
+    from agent.evaluate.run_model import limit_images, run_model
+    from agent.evaluate.runner import evaluate
 
     if args.batch < 1 or args.max_det < 1 or not 0.0 <= args.conf <= 1.0:
         raise BadInputError("eval: --batch and --max-det must be at least 1, --conf within [0, 1]")
@@ -229,7 +229,7 @@ def _run_models(args: argparse.Namespace, options, config) -> int:
 
 
 def _report(results: List, args: argparse.Namespace) -> None:
-    from .report import (
+    from agent.evaluate.report import (
         compare_json,
         compare_text,
         per_class_text,
@@ -253,7 +253,7 @@ def _report(results: List, args: argparse.Namespace) -> None:
         if labels:  # the compared model's table beside it: OUT.compare.csv
             write_csv(_suffixed(args.csv, "compare"), results[1])
     if args.plots:
-        from .plots import write_plots
+        from agent.evaluate.plots import write_plots
 
         for k, result in enumerate(results):
             write_plots(result, args.plots if k == 0 else f"{args.plots.rstrip('/')}/compare")

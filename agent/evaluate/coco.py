@@ -28,8 +28,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import BadInputError, DataError
-from .structures import GroundTruth, Predictions
+from agent.errors import BadInputError, DataError
+from agent.evaluate.structures import GroundTruth, Predictions
 
 log = logging.getLogger(__name__)
 

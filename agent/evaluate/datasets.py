@@ -25,10 +25,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import DataError
-from . import resolve
-from .fastjson import parse_uniform_list
-from .structures import (
+from agent.errors import DataError
+from agent.evaluate import resolve
+from agent.evaluate.fastjson import parse_uniform_list
+from agent.evaluate.structures import (
     GroundTruth,
     Predictions,
     ReadOptions,
@@ -94,11 +94,11 @@ def load_ground_truth(
     if fmt == "coco":
         gt = coco_ground_truth(Path(path), options)
     elif fmt == "yolo":
-        from .yolo import yolo_ground_truth
+        from agent.evaluate.yolo import yolo_ground_truth
 
         gt = yolo_ground_truth(Path(path), options)
     elif fmt == "voc":
-        from .vocxml import voc_ground_truth
+        from agent.evaluate.vocxml import voc_ground_truth
 
         gt = voc_ground_truth(Path(path), options)
     else:
@@ -133,11 +133,11 @@ def load_predictions(
     if fmt == "coco":
         preds = coco_predictions(Path(path), gt, options)
     elif fmt == "yolo":
-        from .yolo import yolo_predictions
+        from agent.evaluate.yolo import yolo_predictions
 
         preds = yolo_predictions(Path(path), gt, options)
     elif fmt == "jsonl":
-        from .recordings import recording_predictions
+        from agent.evaluate.recordings import recording_predictions
 
         preds = recording_predictions(Path(path), gt, options)
     else:
@@ -158,7 +158,7 @@ def _several_recordings(
                 f"{path}: several prediction files are read as one only when they are recordings "
                 "(.jsonl); pass one COCO results file or YOLO folder"
             )
-    from .recordings import recording_predictions
+    from agent.evaluate.recordings import recording_predictions
 
     preds = recording_predictions([Path(p) for p in paths], gt, options)
     log.info("%s: %d predictions (jsonl, %d files)", preds.source, len(preds), len(paths))

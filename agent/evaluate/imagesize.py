@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 from typing import Optional, Tuple
 
-from ..errors import DataError
+from agent.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _webp_size(head: bytes) -> Optional[Tuple[int, int]]:
 
 
 def _decode_size(path: Path) -> Tuple[int, int]:
-    from ..fileio import read_image
+    from agent.fileio import read_image
 
     log.debug("%s: unknown header, decoding to learn the size", path)
     image = read_image(path)

@@ -29,11 +29,11 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
-from ..datasets.video_truth import TruthBox, crossing_counts, read_lines_truth, read_mot, true_crossings
-from ..errors import DataError
-from ..tracking.lines import CountingLine
-from ..tracking.matching import iou_matrix, match
-from .structures import read_bytes
+from agent.datasets.video_truth import TruthBox, crossing_counts, read_lines_truth, read_mot, true_crossings
+from agent.errors import DataError
+from agent.evaluate.structures import read_bytes
+from agent.tracking.lines import CountingLine
+from agent.tracking.matching import iou_matrix, match
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def line_counts(recording: TrackRecording, lines_truth: Dict[str, Any]) -> Dict[
 
 
 def _labels(lines_truth: Dict[str, Any]) -> List[str]:
-    from ..datasets.shapes_draw import CLASS_NAMES
+    from agent.datasets.shapes_draw import CLASS_NAMES
 
     return list(lines_truth.get("class_names") or CLASS_NAMES)
 

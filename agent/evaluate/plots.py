@@ -14,8 +14,8 @@ from typing import List
 
 import numpy as np
 
-from ..errors import AgentError
-from .runner import Evaluation, objects_per_class
+from agent.errors import AgentError
+from agent.evaluate.runner import Evaluation, objects_per_class
 
 log = logging.getLogger(__name__)
 

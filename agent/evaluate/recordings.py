@@ -28,9 +28,9 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import DataError
-from . import resolve
-from .structures import GroundTruth, Predictions, ReadOptions, line_origin, read_bytes
+from agent.errors import DataError
+from agent.evaluate import resolve
+from agent.evaluate.structures import GroundTruth, Predictions, ReadOptions, line_origin, read_bytes
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import json
 import logging
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..fileio import atomic_write_text
-from .coco import STAT_NAMES, stats_table
-from .runner import Evaluation, label_of, objects_per_class, predictions_per_class
+from agent.evaluate.coco import STAT_NAMES, stats_table
+from agent.evaluate.runner import Evaluation, label_of, objects_per_class, predictions_per_class
+from agent.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 

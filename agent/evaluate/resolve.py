@@ -14,8 +14,16 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import DataError
-from .structures import GroundTruth, Origin, Predictions, ReadOptions, check_boxes, is_member, where
+from agent.errors import DataError
+from agent.evaluate.structures import (
+    GroundTruth,
+    Origin,
+    Predictions,
+    ReadOptions,
+    check_boxes,
+    is_member,
+    where,
+)
 
 log = logging.getLogger(__name__)
 

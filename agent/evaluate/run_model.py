@@ -24,9 +24,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import DataError
-from ..postprocess.postprocessor import PostprocessSettings
-from .structures import GroundTruth, Predictions
+from agent.errors import DataError
+from agent.evaluate.structures import GroundTruth, Predictions
+from agent.inference.postprocess.postprocessor import PostprocessSettings
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,8 @@ def run_model(
     ignore_unknown_classes: bool = False,
     progress: bool = True,
 ) -> ModelRun:
-    from ..detector import Detector
-    from ..fileio import read_image
+    from agent.fileio import read_image
+    from agent.inference.detector import Detector
 
     if gt.image_paths is None:
         raise DataError(

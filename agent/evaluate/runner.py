@@ -14,11 +14,11 @@ from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import BadInputError
-from .coco import CocoResult, evaluate_coco
-from .datasets import PathLike, load_ground_truth, load_predictions
-from .structures import GroundTruth, Predictions, ReadOptions
-from .voc import VocResult, confusion_matrix, evaluate_voc
+from agent.errors import BadInputError
+from agent.evaluate.coco import CocoResult, evaluate_coco
+from agent.evaluate.datasets import PathLike, load_ground_truth, load_predictions
+from agent.evaluate.structures import GroundTruth, Predictions, ReadOptions
+from agent.evaluate.voc import VocResult, confusion_matrix, evaluate_voc
 
 log = logging.getLogger(__name__)
 

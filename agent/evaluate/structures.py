@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from agent.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .structures import GroundTruth, Predictions
+from agent.evaluate.structures import GroundTruth, Predictions
 
 log = logging.getLogger(__name__)
 

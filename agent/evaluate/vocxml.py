@@ -22,11 +22,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import DataError
-from ..fileio import IMAGE_SUFFIXES
-from .imagesize import image_size
-from .structures import GroundTruth, ReadOptions, check_boxes, line_origin
-from .yolo import read_names, stem_ids
+from agent.errors import DataError
+from agent.evaluate.imagesize import image_size
+from agent.evaluate.structures import GroundTruth, ReadOptions, check_boxes, line_origin
+from agent.evaluate.yolo import read_names, stem_ids
+from agent.fileio import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

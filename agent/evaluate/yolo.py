@@ -28,11 +28,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from ..errors import DataError
-from ..fileio import IMAGE_SUFFIXES
-from . import resolve
-from .imagesize import image_size
-from .structures import GroundTruth, Predictions, ReadOptions, check_boxes, line_origin
+from agent.errors import DataError
+from agent.evaluate import resolve
+from agent.evaluate.imagesize import image_size
+from agent.evaluate.structures import GroundTruth, Predictions, ReadOptions, check_boxes, line_origin
+from agent.fileio import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

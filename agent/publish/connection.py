@@ -32,8 +32,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ..config_schema import MASK, AgentConfig, TlsConfig
-from ..errors import PublishError
+from agent.config.schema import MASK, AgentConfig, TlsConfig
+from agent.errors import PublishError
 
 log = logging.getLogger(__name__)
 paho_log = logging.getLogger("agent.publish.paho")

@@ -19,7 +19,7 @@ import logging
 import re
 from typing import List, Optional, Sequence, Tuple
 
-from .payloads import Topics, encode
+from agent.publish.payloads import Topics, encode
 
 log = logging.getLogger(__name__)
 

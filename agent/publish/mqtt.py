@@ -46,13 +46,21 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import paho.mqtt.client as paho
 
-from ..config_schema import AgentConfig
-from ..types import Detections
-from . import connection, homeassistant
-from .commands import Commands, request_id, response_topic_allowed
-from .payloads import FrameGate, Topics, detections_payload, encode, new_run_id, result_payload, stats_payload
-from .sender import PUT_TIMEOUT, Hooks, Sender, wire_qos
-from .spool import Message
+from agent.config.schema import AgentConfig
+from agent.publish import connection, homeassistant
+from agent.publish.commands import Commands, request_id, response_topic_allowed
+from agent.publish.payloads import (
+    FrameGate,
+    Topics,
+    detections_payload,
+    encode,
+    new_run_id,
+    result_payload,
+    stats_payload,
+)
+from agent.publish.sender import PUT_TIMEOUT, Hooks, Sender, wire_qos
+from agent.publish.spool import Message
+from agent.types import Detections
 
 log = logging.getLogger(__name__)
 

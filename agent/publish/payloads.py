@@ -18,7 +18,7 @@ import secrets
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ..types import Detections
+from agent.types import Detections
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def snapshot_jpeg(image: Any, detections: Detections, names: Sequence[str], qual
     """A JPEG of ``image`` (HxWx3 BGR) with the boxes drawn, for ``{camera}/snapshot``."""
     import cv2  # only the snapshot path needs OpenCV
 
-    from ..draw import draw_detections
+    from agent.runtime.draw import draw_detections
 
     ok, encoded = cv2.imencode(".jpg", draw_detections(image, detections, names),
                                [cv2.IMWRITE_JPEG_QUALITY, int(quality)])

@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
-from .latency import LatencyHistogram
+from agent.publish.latency import LatencyHistogram
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def add_parser(subparsers: Any) -> None:
 def shared_filters(group: Optional[str], topics: Sequence[str]) -> List[str]:
     """``$share/GROUP/FILTER`` for each filter (unchanged without a group); ``BadInputError``
     for a group name MQTT forbids (empty, or with ``/``, ``+`` or ``#``)."""
-    from ..errors import BadInputError
+    from agent.errors import BadInputError
 
     if group is None:
         return list(topics)
@@ -95,7 +95,7 @@ def shared_filters(group: Optional[str], topics: Sequence[str]) -> List[str]:
 
 def parse_broker(text: str) -> Tuple[str, int]:
     """``host:port`` (``[::1]:1883`` for IPv6; the port defaults to 1883)."""
-    from ..errors import BadInputError
+    from agent.errors import BadInputError
 
     host, port = text, "1883"
     if text.startswith("["):
@@ -216,7 +216,7 @@ def run_record(args: argparse.Namespace) -> int:
 
     import paho.mqtt.client as paho
 
-    from ..errors import AgentError, BadInputError
+    from agent.errors import AgentError, BadInputError
 
     host, port = parse_broker(args.broker)
     topics = args.topic or [DEFAULT_TOPIC]
@@ -310,7 +310,7 @@ def run_record(args: argparse.Namespace) -> int:
         print(f"end-to-end latency (receive - ts): p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
               f"max {lat['max']} ms")
     if args.summary:
-        from ..fileio import atomic_write_text
+        from agent.fileio import atomic_write_text
 
         atomic_write_text(args.summary, json.dumps({
             "out": args.out, "recorded": recorder.recorded, "skipped": recorder.skipped,

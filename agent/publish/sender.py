@@ -34,11 +34,11 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import paho.mqtt.client as paho
 
-from ..config_schema import MqttConfig, SpoolConfig
-from . import connection
-from .payloads import STATUS_OFFLINE, STATUS_ONLINE
-from .spool import Message, spool_from_config
-from .throttle import Throttled
+from agent.config.schema import MqttConfig, SpoolConfig
+from agent.publish import connection
+from agent.publish.payloads import STATUS_OFFLINE, STATUS_ONLINE
+from agent.publish.spool import Message, spool_from_config
+from agent.publish.throttle import Throttled
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from .spool_store import DiskStore, MemoryStore, Message, SpoolUnavailable
-from .throttle import Throttled
+from agent.publish.spool_store import DiskStore, MemoryStore, Message, SpoolUnavailable
+from agent.publish.throttle import Throttled
 
 log = logging.getLogger(__name__)
 

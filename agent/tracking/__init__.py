@@ -4,11 +4,11 @@
 the Kalman filter and the line geometry beneath it are usable on their own.
 """
 
-from .counts import Counts
-from .events import EventEngine, FrameResult
-from .lines import CountingLine, crossing
-from .settings import TrackingSettings
-from .tracker import ByteTracker, Track, TrackerStep
+from agent.tracking.counts import Counts
+from agent.tracking.events import EventEngine, FrameResult
+from agent.tracking.lines import CountingLine, crossing
+from agent.tracking.settings import TrackingSettings
+from agent.tracking.tracker import ByteTracker, Track, TrackerStep
 
 __all__ = ["ByteTracker", "CountingLine", "Counts", "EventEngine", "FrameResult", "Track", "TrackerStep",
            "TrackingSettings", "crossing"]

@@ -33,11 +33,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..types import Detections
-from .counts import Counts
-from .lines import CountingLine, Point, advance
-from .settings import TrackingSettings
-from .tracker import ByteTracker, Track, TrackerStep
+from agent.tracking.counts import Counts
+from agent.tracking.lines import CountingLine, Point, advance
+from agent.tracking.settings import TrackingSettings
+from agent.tracking.tracker import ByteTracker, Track, TrackerStep
+from agent.types import Detections
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class EventEngine:
             length = math.hypot(b[0] - a[0], b[1] - a[1])
             # The box's extent across the line: its size projected on the line's normal.
             nx, ny = abs(b[1] - a[1]) / length, abs(b[0] - a[0]) / length
-            bottom = line.anchor == "bottom_center"  # the anchors of agent/zones.py
+            bottom = line.anchor == "bottom_center"  # the anchors of agent/tracking/zones.py
             for track in matched:
                 if not line.counts_class(track.class_id):
                     continue

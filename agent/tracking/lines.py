@@ -28,7 +28,7 @@ import dataclasses
 import math
 from typing import Any, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import ConfigError
+from agent.errors import ConfigError
 
 ANCHORS = ("bottom_center", "center")
 UNITS = ("pixels", "fraction")

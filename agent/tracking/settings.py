@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import List
 
-from ..errors import ConfigError
+from agent.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

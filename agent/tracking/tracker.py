@@ -33,10 +33,10 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..types import Detections
-from . import kalman
-from .matching import iou_matrix, match
-from .settings import TrackingSettings
+from agent.tracking import kalman
+from agent.tracking.matching import iou_matrix, match
+from agent.tracking.settings import TrackingSettings
+from agent.types import Detections
 
 log = logging.getLogger(__name__)
 

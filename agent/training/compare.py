@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..datasets.synthetic import make_dataset
-from ..fileio import atomic_write_text
-from .recipe import Recipe, load_recipe
-from .train import train
+from agent.datasets.synthetic import make_dataset
+from agent.fileio import atomic_write_text
+from agent.training.recipe import Recipe, load_recipe
+from agent.training.train import train
 
 log = logging.getLogger(__name__)
 

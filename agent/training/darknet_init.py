@@ -36,8 +36,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .. import darknet, darknet_onnx
-from ..errors import ModelError
+from agent.errors import ModelError
+from agent.modeltools.darknet import cfg as darknet
+from agent.modeltools.darknet import to_onnx as darknet_onnx
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import BadInputError
-from ..fileio import read_image
-from ..preprocess import Preprocessor
-from ..types import ModelInfo
+from agent.errors import BadInputError
+from agent.fileio import read_image
+from agent.inference.preprocess import Preprocessor
+from agent.types import ModelInfo
 
 log = logging.getLogger(__name__)
 

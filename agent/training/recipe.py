@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import config
+from agent.config import loader as config
 
 
 class _Section(BaseModel):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import BadInputError
+from agent.errors import BadInputError
 
 STRATEGIES = ("full", "partial-late", "partial-early", "head")
 _QUADRANTS = {("large", "low"): "full", ("large", "high"): "partial-late",

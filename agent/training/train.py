@@ -12,12 +12,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from .. import darknet
-from ..errors import BadInputError, DataError
-from ..fileio import atomic_write_text
-from .recipe import Recipe, ultralytics_overrides
-from .strategy import FineTunePlan, choose_strategy, estimate, plan
-from .topologies import TOPOLOGIES, topology
+from agent.errors import BadInputError, DataError
+from agent.fileio import atomic_write_text
+from agent.modeltools.darknet import cfg as darknet
+from agent.training.recipe import Recipe, ultralytics_overrides
+from agent.training.strategy import FineTunePlan, choose_strategy, estimate, plan
+from agent.training.topologies import TOPOLOGIES, topology
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def prepare_pretrained(cfg: Path, model: Optional[str], num_classes: int, width:
 
     Returns (checkpoint path, layer description, the one-line report, indices of layers the
     weights did not cover, which must stay trainable whatever the strategy)."""
-    from . import darknet_init
+    from agent.training import darknet_init
 
     cfg = Path(cfg)
     if not cfg.is_file():
@@ -141,7 +141,7 @@ def train(data: Path, recipe: Recipe, model: Optional[str] = "yolov3-tiny", stra
         pretrained = True
         print(loaded_line)
         if model is None:
-            from .darknet_init import family_of
+            from agent.training.darknet_init import family_of
 
             model = family_of(Path(pretrained_cfg))
     else:

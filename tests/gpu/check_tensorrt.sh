@@ -26,7 +26,7 @@ echo "== data types: the agent's DataType -> numpy table against trt.nptype (whe
 import numpy as np
 import tensorrt as trt
 
-from agent.backends.trt_api import numpy_dtype
+from agent.inference.backends.trt_api import numpy_dtype
 from agent.errors import ModelError
 
 print("numpy", np.__version__)

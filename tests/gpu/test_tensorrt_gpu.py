@@ -31,14 +31,14 @@ from backend_models import (  # noqa: E402
     sample_images,
 )
 
-from agent.backends.base import open_backend  # noqa: E402
-from agent.backends.engine_meta import sidecar_path  # noqa: E402
-from agent.backends.trt_api import numpy_dtype  # noqa: E402
-from agent.detector import Detector  # noqa: E402
-from agent.engine import BuildOptions, build_engine  # noqa: E402
 from agent.errors import BackendError, BadInputError, ModelError  # noqa: E402
 from agent.fileio import write_image  # noqa: E402
-from agent.postprocess.postprocessor import PostprocessSettings  # noqa: E402
+from agent.inference.backends.base import open_backend  # noqa: E402
+from agent.inference.backends.engine_meta import sidecar_path  # noqa: E402
+from agent.inference.backends.trt_api import numpy_dtype  # noqa: E402
+from agent.inference.detector import Detector  # noqa: E402
+from agent.inference.postprocess.postprocessor import PostprocessSettings  # noqa: E402
+from agent.modeltools.tensorrt.build import BuildOptions, build_engine  # noqa: E402
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not SHIPPED.is_file(), reason="models/shapes-yolov3-tiny.onnx not present")]
@@ -182,8 +182,8 @@ def test_failed_builds_leave_the_gpu_usable(engines, tmp_path):
     and afterwards engines still load and the memory is back."""
     import onnx
 
-    from agent.backends.onnx_info import read_summary
-    from agent.engine_nms import add_efficient_nms
+    from agent.inference.backends.onnx_info import read_summary
+    from agent.modeltools.tensorrt.nms_plugin import add_efficient_nms
 
     cuda.init()
     ctx = cuda.Device(0).make_context()

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterator, List, Sequence
 import pytest
 from mosquitto import MOSQUITTO, Mosquitto, make_certificates, stop_all
 
-from agent.config import AgentConfig
+from agent.config.loader import AgentConfig
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from agent.bench import broker
-from agent.config import AgentConfig
+from agent.config.loader import AgentConfig
 from agent.types import Detections
 
 MOSQUITTO = broker.mosquitto_binary() or "/usr/sbin/mosquitto"

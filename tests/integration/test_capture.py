@@ -8,7 +8,7 @@ import pytest
 from mjpeg_server import MjpegCamera  # tests/integration is on sys.path (pytest's rootdir-less import mode)
 
 from agent.capture import Camera
-from agent.config_schema import CameraConfig
+from agent.config.schema import CameraConfig
 from agent.datasets.synthetic import make_video
 from agent.errors import CaptureError
 

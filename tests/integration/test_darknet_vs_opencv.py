@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent import darknet_onnx
+from agent.modeltools.darknet import to_onnx as darknet_onnx
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -231,7 +231,7 @@ def test_print_max_diffs():
 def test_detect_on_a_cfg_runs_the_converted_model_like_opencv(tmp_path, monkeypatch, capsys):
     """``detect --model X.cfg``: converted on the fly into the user cache, run by ONNX Runtime,
     the same detections as ``--backend opencv`` (OpenCV's importer) on darknet's dog.jpg."""
-    from agent.cli import main
+    from agent.cli.main import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     dog = str(SAMPLES[0].parent / "dog.jpg")
@@ -251,8 +251,8 @@ def test_detect_on_a_cfg_runs_the_converted_model_like_opencv(tmp_path, monkeypa
 
 
 def test_convert_darknet_cli_writes_a_model_build_engine_can_read(tmp_path, capsys):
-    from agent.backends.onnx_info import read_summary
-    from agent.cli import main
+    from agent.cli.main import main
+    from agent.inference.backends.onnx_info import read_summary
 
     out = tmp_path / "tiny.onnx"
     assert main(["convert-darknet", str(TINY_CFG), str(TINY_CFG.with_suffix(".weights")), "-o", str(out),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.demo import seq_gaps
+from agent.bench.demo import seq_gaps
 
 SHIPPED = Path("models/shapes-yolov3-tiny.onnx")
 
@@ -30,7 +30,7 @@ def test_demo_runs_end_to_end_and_scores_what_arrived(tmp_path):
     cfg = tmp_path / "demo.yaml"
     cfg.write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "agent.demo", "--config", str(cfg), "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "agent.bench.demo", "--config", str(cfg), "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "started a private mosquitto" in proc.stdout

@@ -172,7 +172,7 @@ def test_the_evaluator_never_imports_torch_or_ultralytics():
         "from agent.evaluate import cli, report, run_model, runner\n"
         "from agent.evaluate.runner import evaluate_files\n"
         f"evaluate_files({str(COCO_GT)!r}, {str(COCO_DT)!r})\n"
-        "import agent.detector, agent.backends.opencv\n"
+        "import agent.inference.detector, agent.inference.backends.opencv\n"
         "print(sorted(m for m in ('torch', 'ultralytics', 'torchvision') if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -192,7 +192,7 @@ def test_tiny_spool_drops_oldest_and_counts_them(idle_broker, tmp_path, publishe
 
 AGENT = """
 import json, sys, time
-from agent.config import AgentConfig
+from agent.config.loader import AgentConfig
 from agent.publish.mqtt import MqttPublisher
 from agent.types import Detections
 pub = MqttPublisher(AgentConfig.model_validate(json.loads(sys.argv[1])), "m", ["a"])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from agent.capture import Camera
-from agent.config_schema import CameraConfig
+from agent.config.schema import CameraConfig
 from agent.datasets.synthetic import make_video
-from agent.detector import Detector
-from agent.pipeline import FrameResult, Pipeline
+from agent.inference.detector import Detector
+from agent.runtime.pipeline import FrameResult, Pipeline
 
 SHIPPED = Path("models/shapes-yolov3-tiny.onnx")
 DARKNET = Path("../shared/models/yolov3-tiny-coco/yolov3-tiny.cfg")

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from agent import darknet_onnx
-from agent.cli import main
+from agent.cli.main import main
+from agent.modeltools.darknet import to_onnx as darknet_onnx
 from agent.training import darknet_init
 
 torch = pytest.importorskip("torch")
@@ -241,7 +241,7 @@ def test_strategies_on_the_real_weights_freeze_what_they_say(shapes, capsys, giv
 
 def test_the_exported_3l_model_has_no_edge_padding_and_matches_pytorch(tmp_path, shapes):
     """darknet's pool padding exports as Slice + Concat (TensorRT < 8.6 parses only zero Pad)."""
-    from agent.backends.onnxruntime import OnnxRuntimeBackend
+    from agent.inference.backends.onnxruntime import OnnxRuntimeBackend
     from agent.training.export import export_onnx
     from agent.training.train import prepare_pretrained
 

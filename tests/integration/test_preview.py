@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from agent.errors import ConfigError
-from agent.pipeline import FrameResult
-from agent.preview import PreviewServer
+from agent.runtime.pipeline import FrameResult
+from agent.runtime.preview import PreviewServer
+from agent.tracking.zones import Zone, ZoneFilter
 from agent.types import Detections, Frame
-from agent.zones import Zone, ZoneFilter
 
 NAMES = ["person", "car", "dog"]
 WIDTH, HEIGHT = 320, 240

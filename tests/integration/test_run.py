@@ -280,8 +280,8 @@ def test_systemd_notify_protocol(broker, tmp_path, clip):
 
 def test_run_never_loads_torch_or_ultralytics(broker, tmp_path, clip):
     config = write_config(tmp_path, broker, clip)
-    code = ("import sys, agent.cli\n"
-            "rc = agent.cli.main(['run', '--config', sys.argv[1], '--max-frames', '3'])\n"
+    code = ("import sys, agent.cli.main\n"
+            "rc = agent.cli.main.main(['run', '--config', sys.argv[1], '--max-frames', '3'])\n"
             "heavy = ('torch', 'ultralytics', 'torchvision')\n"
             "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
             "sys.exit(rc)")
@@ -294,7 +294,7 @@ def test_run_never_loads_torch_or_ultralytics(broker, tmp_path, clip):
 def test_no_watchdog_ping_while_inference_is_stalled(tmp_path, clip, monkeypatch):
     import threading
 
-    from agent import daemon as daemon_module
+    from agent.runtime import daemon as daemon_module
 
     hang = threading.Event()
     real_open = daemon_module.open_detector

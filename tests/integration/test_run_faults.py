@@ -321,7 +321,7 @@ def test_stop_while_ffmpeg_read_never_returns_exits_promptly(tmp_path, agents, s
 
 def test_network_sources_get_ffmpeg_socket_timeouts():
     from agent.capture.sources import ffmpeg_major, source_spec
-    from agent.config import CameraConfig
+    from agent.config.loader import CameraConfig
 
     rtsp = source_spec(CameraConfig(name="a", source="rtsp://10.0.0.5/live", stall_timeout=3,
                                     rtsp={"transport": "udp"}))
@@ -405,7 +405,7 @@ def test_detect_on_a_folder_skips_unreadable_images(tmp_path, agents):
     assert agent.finish(60) == 0, agent.stderr
     assert [r["image"] for r in json.loads(out.read_text())] == [str(folder / "a-dog.jpg"),
                                                                  str(folder / "c-dog.jpg")]
-    assert agent.saw(f"WARNING agent.detect: skipping {folder / 'b-notes.jpg'}: not a readable image")
+    assert agent.saw(f"WARNING agent.cli.detect: skipping {folder / 'b-notes.jpg'}: not a readable image")
     for bad in (folder / "a-dog.jpg", folder / "c-dog.jpg"):
         bad.write_text("also not a picture")
     nothing = agents("detect", "--model", str(model), str(folder))
@@ -414,7 +414,7 @@ def test_detect_on_a_folder_skips_unreadable_images(tmp_path, agents):
 
 
 def test_preview_on_every_interface_warns_that_it_is_unauthenticated(caplog):
-    from agent.preview import PreviewServer
+    from agent.runtime.preview import PreviewServer
 
     for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
         caplog.clear()

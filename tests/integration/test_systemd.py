@@ -319,7 +319,7 @@ def directives(unit: str) -> Dict[str, List[str]]:
 
 
 def test_agent_unit_matches_the_agent() -> None:
-    from agent.cli import build_parser
+    from agent.cli.main import build_parser
 
     unit = directives("detection-agent.service")
     assert unit["Type"] == ["notify"] and unit["NotifyAccess"] == ["main"]
@@ -387,8 +387,8 @@ def test_performance_unit_gives_jetson_clocks_a_writable_home(tmp_path: Path) ->
 def test_engine_unit_runs_before_the_agent() -> None:
     unit = directives("detection-agent-engine.service")
     assert unit["Type"] == ["oneshot"] and "detection-agent.service" in unit["Before"]
-    assert unit["ExecStart"] == ["/opt/detection-agent/venv/bin/python -m agent.deploy ensure-engine "
-                                 "--config /etc/detection-agent/agent.yaml"]
+    assert unit["ExecStart"] == ["/opt/detection-agent/venv/bin/python -m agent.modeltools.tensorrt.deploy "
+                                 "ensure-engine --config /etc/detection-agent/agent.yaml"]
     assert unit["User"] == ["detection-agent"] and unit["StateDirectory"] == ["detection-agent"]
     assert unit["PrivateNetwork"] == ["yes"] and unit["CapabilityBoundingSet"] == [""]
 

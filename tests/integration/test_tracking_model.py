@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.integration,
 
 
 def test_the_shipped_models_detections_are_tracked_and_scored(tmp_path):
-    from agent.detector import Detector
-    from agent.postprocess.postprocessor import PostprocessSettings
+    from agent.inference.detector import Detector
+    from agent.inference.postprocess.postprocessor import PostprocessSettings
 
     settings = TrackingSettings(enabled=True)
     make_video(tmp_path / "clip-22.mp4", frames=75, fps=15, seed=22, lines=LINES)  # unseen by training

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("ultralytics")
 
-from agent.backends.onnxruntime import OnnxRuntimeBackend
 from agent.datasets.synthetic import make_dataset
+from agent.inference.backends.onnxruntime import OnnxRuntimeBackend
 from agent.training.export import export_onnx, read_training_metadata
 from agent.training.recipe import load_recipe
 from agent.training.train import train

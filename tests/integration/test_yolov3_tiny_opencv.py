@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from agent import darknet
-from agent.detector import Detector
-from agent.postprocess.decode import decode
-from agent.postprocess.postprocessor import PostprocessSettings
+from agent.inference.detector import Detector
+from agent.inference.postprocess.decode import decode
+from agent.inference.postprocess.postprocessor import PostprocessSettings
+from agent.modeltools.darknet import cfg as darknet
 
 MODEL_DIR = Path("../shared/models/yolov3-tiny-coco")
 CFG = MODEL_DIR / "yolov3-tiny.cfg"

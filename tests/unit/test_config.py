@@ -1,4 +1,4 @@
-"""Tests for agent.config: schema, YAML line numbers, env substitution, overrides, masking."""
+"""Tests for agent.config.loader: schema, YAML line numbers, env substitution, overrides, masking."""
 
 import textwrap
 from pathlib import Path
@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 
-from agent.config import AgentConfig, load, resolved_yaml
+from agent.config.loader import AgentConfig, load, resolved_yaml
 from agent.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

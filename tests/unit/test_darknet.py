@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import darknet
 from agent.errors import ModelError
+from agent.modeltools.darknet import cfg as darknet
 
 SHARED_CFG = Path("../shared/models/darknet-cfg")
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent import darknet_onnx
 from agent.errors import ModelError
+from agent.modeltools.darknet import to_onnx as darknet_onnx
 
 onnx = pytest.importorskip("onnx")
 

@@ -1,5 +1,6 @@
 # ruff: noqa: F811 - fixtures imported from backend_fixtures are, by design, redefined as arguments
-"""agent.deploy: is the TensorRT engine current, and ensure-engine (detection-agent-engine.service).
+"""agent.modeltools.tensorrt.deploy: is the TensorRT engine current, and ensure-engine
+(detection-agent-engine.service).
 
 The decision is checked against sidecars written by the builder's own ``EngineMeta`` (so a
 change of the sidecar format shows up here), with the running TensorRT version and GPU given
@@ -24,14 +25,21 @@ sys.path.insert(0, str(Path(__file__).parent / "backends"))  # the fake_gpu fixt
 
 from backend_fixtures import fake_gpu, model_path  # noqa: F401
 
-from agent import deploy
-from agent.backends.engine_meta import EngineMeta, read_sidecar, sidecar_path
-from agent.deploy import CannotDecide, GpuInfo, engine_needs_build, ensure_engine, gpu_difference
+from agent.inference.backends.engine_meta import EngineMeta, read_sidecar, sidecar_path
+from agent.modeltools.tensorrt import deploy
+from agent.modeltools.tensorrt.deploy import (
+    CannotDecide,
+    GpuInfo,
+    engine_needs_build,
+    ensure_engine,
+    gpu_difference,
+)
 from agent.types import ModelInfo
 
 REPO = Path(__file__).resolve().parents[2]
 ORIN = GpuInfo("Orin", (8, 7), "cuda")
 TRT = "8.6.2.3"
+ENSURE_ENGINE = [sys.executable, "-m", "agent.modeltools.tensorrt.deploy", "ensure-engine", "--config"]
 
 
 def write_engine(engine: Path, *, trt: str = TRT, gpu: str = "Orin", cc: tuple = (8, 7),
@@ -232,7 +240,8 @@ def write_config(tmp_path: Path, model: str, **model_keys: Any) -> Path:
 
 
 class FakeBuilder:
-    """Stands in for ``agent.engine.build_engine``: records the options, writes engine and sidecar."""
+    """Stands in for ``agent.modeltools.tensorrt.build.build_engine``: records the options,
+    writes engine and sidecar."""
 
     def __init__(self, trt: str = TRT, gpu: str = "Orin") -> None:
         self.calls: List[Any] = []
@@ -252,7 +261,7 @@ class FakeBuilder:
 def device(monkeypatch: pytest.MonkeyPatch) -> FakeBuilder:
     """A device running TensorRT 8.6.2.3 on an Orin, with a fake builder."""
     builder = FakeBuilder()
-    monkeypatch.setattr("agent.engine.build_engine", builder)
+    monkeypatch.setattr("agent.modeltools.tensorrt.build.build_engine", builder)
     monkeypatch.setattr(deploy, "running_tensorrt_version", lambda: builder.trt)
     monkeypatch.setattr(deploy, "detect_gpu", lambda: GpuInfo(builder.gpu, (8, 7), "cuda"))
     return builder
@@ -292,7 +301,7 @@ def test_ensure_engine_leaves_what_it_cannot_manage(tmp_path: Path, device: Fake
     assert ensure_engine(write_config(tmp_path, str(tmp_path / "model.onnx"))) == 0
     # an engine without its ONNX source (built by hand) is kept, with a warning when it looks stale
     engine = write_engine(tmp_path / "hand.engine", trt="8.5.2.2")
-    caplog.set_level("INFO", logger="agent.deploy")
+    caplog.set_level("INFO", logger="agent.modeltools.tensorrt.deploy")
     assert ensure_engine(write_config(tmp_path, str(engine))) == 0
     assert any(r.levelname == "WARNING" and "8.5.2.2" in r.getMessage() for r in caplog.records)
     # no tensorrt to ask: a present engine is kept, for the backend to judge
@@ -336,16 +345,17 @@ def test_int8_rebuild_for_a_new_model_drops_the_stale_calibration(tmp_path: Path
 
 
 def test_module_entry_point_as_the_unit_runs_it(tmp_path: Path) -> None:
-    """``python -m agent.deploy ensure-engine --config FILE``, exactly as the oneshot unit calls it."""
+    """``python -m agent.modeltools.tensorrt.deploy ensure-engine --config FILE``, exactly as the
+    oneshot unit calls it."""
     config = write_config(tmp_path, str(tmp_path / "model.onnx"))
-    done = subprocess.run([sys.executable, "-m", "agent.deploy", "ensure-engine", "--config", str(config)],
+    done = subprocess.run([*ENSURE_ENGINE, str(config)],
                           capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "not a TensorRT engine: nothing to build" in done.stderr
     assert "tensorrt" not in done.stderr.lower().replace("a tensorrt engine", "")
     bad = tmp_path / "bad.yaml"
     bad.write_text("cameras: []\nmodel: {path: m.engine}\n", encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "agent.deploy", "ensure-engine", "--config", str(bad)],
+    done = subprocess.run([*ENSURE_ENGINE, str(bad)],
                           capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "bad.yaml" in done.stderr
 

@@ -21,14 +21,14 @@ sys.path.insert(0, str(Path(__file__).parent / "backends"))  # backend_models an
 from backend_fixtures import dynamic_model, fake_gpu, fp16_model, model_path  # noqa: F401
 from backend_models import assert_released, sample_images
 
-from agent.backends.base import open_backend
-from agent.backends.onnx_info import read_summary
-from agent.engine import BuildOptions, build_engine
-from agent.engine_nms import add_efficient_nms
 from agent.errors import BackendError, BadInputError, ModelError
 from agent.fileio import list_images, read_image, write_image
-from agent.postprocess.decode import cxcywh_to_xyxy
-from agent.preprocess import Preprocessor
+from agent.inference.backends.base import open_backend
+from agent.inference.backends.onnx_info import read_summary
+from agent.inference.postprocess.decode import cxcywh_to_xyxy
+from agent.inference.preprocess import Preprocessor
+from agent.modeltools.tensorrt.build import BuildOptions, build_engine
+from agent.modeltools.tensorrt.nms_plugin import add_efficient_nms
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,7 @@ def test_nms_iou_must_be_above_zero(fake_gpu, model_path, tmp_path):
 
 
 def test_batch_below_a_fixed_leading_dimension_is_a_one_line_error(fake_gpu, model_path, tmp_path, capsys):
-    from agent.cli import main
+    from agent.cli.main import main
 
     model = _fixed_batch_dynamic_size(model_path, tmp_path / "b2.onnx", 2)
     with pytest.raises(BadInputError, match=r"--batch 1: .* fixed batch of 2 .*--batch 2"):

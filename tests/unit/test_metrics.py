@@ -1,6 +1,6 @@
 import numpy as np
 
-from agent.metrics import (
+from agent.runtime.metrics import (
     CpuMeter,
     LatencyWindow,
     RateMeter,

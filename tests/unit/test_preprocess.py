@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.preprocess import PAD_VALUE, Preprocessor, fit_image, fit_transform
+from agent.inference.preprocess import PAD_VALUE, Preprocessor, fit_image, fit_transform
 
 DOG = "../shared/data/darknet-samples/dog.jpg"
 

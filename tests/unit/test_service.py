@@ -4,7 +4,12 @@ import socket
 
 import pytest
 
-from agent.service import Notifier, install_signal_handlers, restore_signal_handlers, watchdog_interval
+from agent.runtime.service import (
+    Notifier,
+    install_signal_handlers,
+    restore_signal_handlers,
+    watchdog_interval,
+)
 
 
 @pytest.fixture
@@ -74,7 +79,7 @@ def test_signals_become_callbacks():
 
 
 def test_a_sighup_held_from_start_up_becomes_one_reload():
-    from agent.service import hold_reload_signal
+    from agent.runtime.service import hold_reload_signal
 
     hold_reload_signal()
     os.kill(os.getpid(), signal.SIGHUP)  # the default action would end the process here
@@ -92,7 +97,7 @@ def test_a_sighup_held_from_start_up_becomes_one_reload():
 
 def test_a_second_lock_on_one_state_dir_is_refused_with_the_owner(tmp_path):
     from agent.errors import AlreadyRunningError
-    from agent.service import InstanceLock
+    from agent.runtime.service import InstanceLock
 
     first = InstanceLock(tmp_path / "state")
     assert first.acquire("agent.yaml") is True  # creates the folder
@@ -107,7 +112,7 @@ def test_a_second_lock_on_one_state_dir_is_refused_with_the_owner(tmp_path):
 
 
 def test_a_state_dir_that_cannot_be_made_only_warns(tmp_path, caplog):
-    from agent.service import InstanceLock
+    from agent.runtime.service import InstanceLock
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

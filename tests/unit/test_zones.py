@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.config import load
-from agent.draw import ZONE_COLOUR, draw_detections
+from agent.config.loader import load
 from agent.errors import ConfigError
+from agent.runtime.draw import ZONE_COLOUR, draw_detections
+from agent.tracking.zones import Zone, ZoneFilter, points_in_polygon, zone_filters
 from agent.types import Detections
-from agent.zones import Zone, ZoneFilter, points_in_polygon, zone_filters
 
 NAMES = ["circle", "square", "triangle"]
 # An L shape (concave): the notch at the top right is outside.

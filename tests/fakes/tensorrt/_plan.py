@@ -224,7 +224,7 @@ def efficient_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
                   max_output_boxes: int, background_class: int = -1, score_activation: int = 0,
                   box_coding: int = 0, class_agnostic: int = 0) -> List[np.ndarray]:
     """EfficientNMS_TRT: ``boxes [B,N,4]``, ``scores [B,N,C]`` -> num, boxes, scores, classes."""
-    from agent.postprocess.nms import nms
+    from agent.inference.postprocess.nms import nms
 
     batch = boxes.shape[0]
     num = np.zeros((batch, 1), np.int32)

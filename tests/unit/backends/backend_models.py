@@ -67,7 +67,7 @@ def build_random_model(out_dir: Path) -> Path:
 
 
 def _preprocessed(images: List[np.ndarray]) -> np.ndarray:
-    from agent.preprocess import Preprocessor
+    from agent.inference.preprocess import Preprocessor
 
     tensor, _ = Preprocessor((416, 416), "letterbox", len(images))(images)
     return tensor.copy()

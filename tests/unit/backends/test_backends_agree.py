@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from backend_models import SHIPPED, assert_released, assert_same_detections, matched_fraction
 
-from agent.detector import Detector
-from agent.engine import BuildOptions, build_engine
-from agent.postprocess.postprocessor import PostprocessSettings
+from agent.inference.detector import Detector
+from agent.inference.postprocess.postprocessor import PostprocessSettings
+from agent.modeltools.tensorrt.build import BuildOptions, build_engine
 from agent.types import Detections
 
 # The shipped model is confident on shapes; the train-free stand-in scores lower.

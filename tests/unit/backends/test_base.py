@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-from agent.backends import base
-from agent.backends.engine_meta import parse_version
-from agent.backends.onnxruntime import choose_providers
 from agent.errors import BackendError, ModelError
+from agent.inference.backends import base
+from agent.inference.backends.engine_meta import parse_version
+from agent.inference.backends.onnxruntime import choose_providers
 
 
 def _only(*present):

@@ -10,7 +10,7 @@ import pytest
 from backend_models import sample_images
 
 from agent.bench.backend import percentile, run_backend_bench, summarize
-from agent.cli import main
+from agent.cli.main import main
 from agent.errors import BadInputError
 from agent.fileio import write_image
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from backend_models import assert_released
 
-from agent.engine import BuildOptions, build_engine
+from agent.modeltools.tensorrt.build import BuildOptions, build_engine
 
 
 class Recorder:
@@ -195,8 +195,8 @@ def test_efficient_nms_refuses_iou_zero_from_8_5(fake_gpu, model_path, tmp_path)
     """EfficientNMS_TRT's creator validates iouThreshold > 0 (TensorRT 8.5+): the parse fails."""
     import onnx
 
-    from agent.backends.onnx_info import read_summary
-    from agent.engine_nms import add_efficient_nms
+    from agent.inference.backends.onnx_info import read_summary
+    from agent.modeltools.tensorrt.nms_plugin import add_efficient_nms
 
     summary = read_summary(model_path, "test")
     model = add_efficient_nms(onnx.load(str(model_path)), summary.info, 0.25, 0.5)

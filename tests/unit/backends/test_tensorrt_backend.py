@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from backend_models import add_typed_outputs, assert_released
 
-from agent.backends.base import open_backend
-from agent.backends.engine_meta import sidecar_path
-from agent.engine import BuildOptions, build_engine
 from agent.errors import BackendError, ModelError
+from agent.inference.backends.base import open_backend
+from agent.inference.backends.engine_meta import sidecar_path
+from agent.modeltools.tensorrt.build import BuildOptions, build_engine
 
 
 @pytest.fixture

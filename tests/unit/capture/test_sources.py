@@ -2,7 +2,7 @@ import cv2
 import pytest
 
 from agent.capture.sources import csi_pipeline, rtsp_jetson_pipeline, source_spec
-from agent.config_schema import CameraConfig
+from agent.config.schema import CameraConfig
 
 
 def test_csi_pipeline_uses_the_isp_and_drops_stale_buffers():

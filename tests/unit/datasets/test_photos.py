@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.datasets.photos import PhotoBackgrounds
 from agent.datasets.shapes_draw import to_uint8
 from agent.datasets.synthetic import make_dataset, render_scene

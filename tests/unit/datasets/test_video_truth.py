@@ -116,7 +116,7 @@ def test_the_old_import_path_still_works():
 
 
 def test_make_video_command_with_lines_and_a_bad_lines_file(tmp_path: Path, capsys):
-    from agent.cli import main
+    from agent.cli.main import main
 
     lines = tmp_path / "lines.yaml"
     lines.write_text("- {name: middle, points: [[0.5, 0], [0.5, 1]], units: fraction}\n")

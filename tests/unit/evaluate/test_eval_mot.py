@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.datasets.video_truth import TruthBox, mot_text
 from agent.errors import DataError
 from agent.evaluate.mot import evaluate_tracks, line_counts, read_recording, score_tracks, truth_paths

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agent.errors import ModelError
-from agent.postprocess.decode import decode, detect_format
+from agent.inference.postprocess.decode import decode, detect_format
 from agent.types import ModelInfo
 
 INFO3 = ModelInfo(input_size=(416, 416), class_names=["a", "b", "c"])
@@ -172,7 +172,7 @@ def test_empty_survivors_give_empty_candidates_everywhere():
 # -- non-finite values and outputs that cannot hold a box (issue 14, item 2) -----------------
 
 def test_non_finite_boxes_are_dropped_and_counted_in_every_layout():
-    from agent.postprocess.decode import decode_counted
+    from agent.inference.postprocess.decode import decode_counted
 
     nan, inf = float("nan"), float("inf")
     pred = anchor_free([
@@ -208,8 +208,8 @@ def test_non_finite_boxes_are_dropped_and_counted_in_every_layout():
 
 
 def test_decode_never_hands_non_finite_boxes_to_nms():
-    from agent.postprocess.postprocessor import Postprocessor
-    from agent.preprocess import FitTransform
+    from agent.inference.postprocess.postprocessor import Postprocessor
+    from agent.inference.preprocess import FitTransform
 
     pred = anchor_free([(100, 50, 20, 10, 0.9, 0.0, 0.0), (float("nan"), 50, 20, 10, 0.95, 0.0, 0.0)])
     post = Postprocessor(INFO3)

@@ -1,4 +1,4 @@
-"""agent.postprocess.nms against torchvision, the reference it must equal bit for bit.
+"""agent.inference.postprocess.nms against torchvision, the reference it must equal bit for bit.
 
 Order among equal scores, as found in the sources (not guessed):
 
@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.postprocess import nms as nms_module
-from agent.postprocess.nms import filter_by_class_threshold, nms
+from agent.inference.postprocess import nms as nms_module
+from agent.inference.postprocess.nms import filter_by_class_threshold, nms
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -403,5 +403,5 @@ def test_filter_by_class_threshold_rejects_bad_input(scores: np.ndarray, classes
 
 
 def test_module_imports_without_torch() -> None:
-    code = "import sys, agent.postprocess.nms; sys.exit('torch' in sys.modules)"
+    code = "import sys, agent.inference.postprocess.nms; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

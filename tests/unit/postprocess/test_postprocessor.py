@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from agent.errors import ModelError
-from agent.postprocess.postprocessor import Postprocessor, PostprocessSettings
-from agent.preprocess import fit_transform
+from agent.inference.postprocess.postprocessor import Postprocessor, PostprocessSettings
+from agent.inference.preprocess import fit_transform
 from agent.types import ModelInfo
 
 INFO = ModelInfo(input_size=(416, 416), class_names=["cat", "dog", "car"], output_format="anchor_free")

@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from agent.config import AgentConfig
+from agent.config.loader import AgentConfig
 from agent.errors import PublishError
 from agent.publish.connection import Endpoint, backoff_delay, describe_refusal, tls_context
 from agent.publish.homeassistant import chosen_classes, discovery_messages, slug

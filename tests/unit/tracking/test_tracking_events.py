@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from agent.tracking import CountingLine, EventEngine, TrackingSettings
+from agent.tracking.zones import Zone, ZoneFilter
 from agent.types import Detections
-from agent.zones import Zone, ZoneFilter
 
 NAMES = ["person", "car"]
 SETTINGS = TrackingSettings(enabled=True, min_hits=3, lost_after_s=1.0, zone_inertia=3, stationary_iou=0.9,

@@ -10,8 +10,8 @@ import pytest
 
 from agent.errors import ConfigError
 from agent.tracking import CountingLine, EventEngine, TrackingSettings
+from agent.tracking.zones import Zone, ZoneFilter
 from agent.types import Detections
-from agent.zones import Zone, ZoneFilter
 
 ROOT = Path(__file__).resolve().parents[3]
 PUBLISHER_KEYS = {"device": "jetson-01", "camera": "door", "run": "20260501T081500Z-3f9a2c"}

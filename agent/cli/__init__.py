@@ -1,0 +1,1 @@
+"""The command line: every subcommand's parser and its error-to-exit-code mapping."""

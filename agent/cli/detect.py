@@ -1,0 +1,65 @@
+"""``detection-agent detect``: run a model over image files, like ``yolo predict``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from agent.errors import DataError
+from agent.fileio import atomic_write_text, list_images, read_image, write_image
+from agent.inference.detector import Detector
+from agent.inference.postprocess.postprocessor import PostprocessSettings
+from agent.modeltools.darknet.cfg import read_names
+from agent.runtime.draw import draw_detections
+
+log = logging.getLogger(__name__)
+
+
+def run_detect(model: Path, inputs: Sequence[str], backend: str = "auto", conf: float = 0.25,
+               iou: float = 0.45, max_det: int = 100, classes: Optional[Sequence[str]] = None,
+               json_out: Optional[str] = None, save_dir: Optional[str] = None,
+               names_file: Optional[str] = None, quiet: bool = False) -> int:
+    images = list_images(inputs)  # bad paths fail before the model loads
+    # An image named on the command line must be readable; one found in a folder or by a
+    # pattern is skipped with a warning when it is not (as ``run`` does with image folders).
+    named = {Path(item) for item in inputs if Path(item).is_file()}
+    skipped = 0
+    settings = PostprocessSettings(conf_threshold=conf, iou_threshold=iou, max_detections=max_det,
+                                   classes=classes)
+    names = read_names(Path(names_file)) if names_file else None
+    records: List[Dict[str, object]] = []
+    started = time.perf_counter()
+    with Detector.open(model, backend, settings=settings, class_names=names) as detector:
+        for path in images:
+            try:
+                image = read_image(path)
+            except DataError as exc:
+                if path in named:
+                    raise
+                log.warning("skipping %s", exc)
+                skipped += 1
+                continue
+            (dets,) = detector([image])
+            boxes = dets.to_list(detector.class_names)
+            records.append({"image": str(path), "width": image.shape[1], "height": image.shape[0],
+                            "latency_ms": {k: round(v, 2) for k, v in detector.last_latency_ms.items()},
+                            "detections": boxes})
+            if not quiet:
+                for b in boxes:
+                    print(f"{path}: {b['label']} {b['score']:.2f} {b['box']}")
+                if not boxes:
+                    print(f"{path}: nothing found")
+            if save_dir:
+                write_image(Path(save_dir) / f"{path.stem}.jpg",
+                            draw_detections(image, dets, detector.class_names))
+    elapsed = time.perf_counter() - started
+    if skipped == len(images):
+        raise DataError(f"no readable image in {', '.join(str(i) for i in inputs)} "
+                        f"({skipped} unreadable file(s) skipped)")
+    log.info("%d images in %.2f s (%d unreadable skipped)", len(images) - skipped, elapsed, skipped)
+    if json_out:
+        atomic_write_text(json_out, json.dumps(records, indent=1) + "\n")
+    return 0

@@ -1,0 +1,1 @@
+"""Frames to Detections: the detector, preprocessing, backends and postprocessing."""

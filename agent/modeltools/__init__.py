@@ -1,0 +1,1 @@
+"""Model tools run before deployment: darknet conversion and TensorRT builds."""

@@ -1,0 +1,1 @@
+"""Darknet .cfg/.weights: parsing and conversion to ONNX."""

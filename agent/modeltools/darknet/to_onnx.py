@@ -1,0 +1,524 @@
+"""Darknet ``.cfg`` + ``.weights`` -> ONNX, built with the ``onnx`` package only (no torch).
+
+The graph reproduces OpenCV's darknet importer (the reference the tests compare with):
+
+- convolutional: batch norm folded into the convolution (epsilon ``BN_EPSILON``, the value
+  OpenCV's importer uses), activations linear / leaky (0.1) / relu / logistic / mish / swish;
+- maxpool: ``padding`` defaults to ``size - 1``, split as floor left/top and ceil
+  right/bottom, so ``size=2 stride=1`` keeps the spatial size (yolov3-tiny);
+- upsample (nearest), route (several layers, negative or absolute indices, ``groups`` /
+  ``group_id``), shortcut (``from``, ``activation``);
+- yolo heads are decoded inside the graph: one output ``yolo_<layer>`` per head of shape
+  ``[B, H*W*na, 5+nc]``: cx, cy, w, h in input pixels, sigmoid objectness and sigmoid class
+  probabilities (the ``objectness`` layout of agent/inference/postprocess/decode.py). Rows run
+  ``(y, x, anchor)``, OpenCV's order, so outputs compare row by row; the names are OpenCV's
+  layer names. Keeping the decode in the graph lets TensorRT build it without plugins.
+
+Weights file: int32 major, minor, revision; images seen as int64 when
+``major*10+minor >= 2`` (and both < 1000), else int32; then float32 parameters per conv
+layer: biases (or BN beta, gamma, mean, variance) followed by the kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from agent.errors import BackendError, ModelError
+from agent.modeltools.darknet import cfg as darknet
+from agent.types import ModelInfo
+
+log = logging.getLogger(__name__)
+
+#: OpenCV's darknet importer sets BatchNorm ``eps`` to 1e-6 (darknet's own ``.000001f``).
+BN_EPSILON = 1e-6
+#: Opset 13: Resize with scales, Slice with inputs; TensorRT 8 (JetPack 5) parses it.
+OPSET = 13
+#: Bumped whenever the graph changes, so cached conversions are rebuilt.
+CONVERTER_VERSION = 1
+
+ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "mish", "swish")
+
+#: Keys that change inference and are implemented, per section kind.
+SUPPORTED_KEYS: Dict[str, Tuple[str, ...]] = {
+    "convolutional": ("filters", "size", "stride", "pad", "padding", "groups", "batch_normalize",
+                      "activation"),
+    "maxpool": ("size", "stride", "padding"),
+    "upsample": ("stride",),
+    "route": ("layers", "groups", "group_id"),
+    "shortcut": ("from", "activation"),
+    "yolo": ("mask", "anchors", "classes", "num", "scale_x_y", "thresh"),
+}
+#: Training-only keys: accepted and ignored (they do not change the forward pass).
+TRAINING_KEYS: Dict[str, Tuple[str, ...]] = {
+    "convolutional": ("flipped",),
+    "yolo": ("jitter", "ignore_thresh", "truth_thresh", "random", "iou_normalizer", "cls_normalizer",
+             "obj_normalizer", "iou_loss", "iou_thresh", "nms_kind", "beta_nms", "max_delta",
+             "counters_per_class", "label_smooth_eps", "resize", "focal_loss", "max"),
+}
+
+PathLike = Union[str, Path]
+
+
+@dataclasses.dataclass
+class Layer:
+    """One planned darknet layer: its section, input indices and output shape (C, H, W)."""
+
+    index: int
+    section: darknet.Section
+    inputs: List[int]
+    shape: Tuple[int, int, int]
+    params: int = 0  # float32 values it takes from the weights file
+
+
+# ---------------------------------------------------------------- weights file
+
+
+def read_weights(path: PathLike) -> Tuple[Tuple[int, int, int], int, np.ndarray]:
+    """``((major, minor, revision), images_seen, float32 parameters)`` of a darknet weights file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) < 16:
+        raise ModelError(f"{path}: too short for a darknet weights header ({len(data)} bytes)")
+    major, minor, revision = (int(v) for v in np.frombuffer(data, "<i4", 3))
+    # darknet's parser.c: a 64-bit "seen" counter from version 0.2 on.
+    wide = (major * 10 + minor) >= 2 and major < 1000 and minor < 1000
+    offset = 20 if wide else 16
+    seen = int(np.frombuffer(data, "<i8" if wide else "<i4", 1, 12)[0])
+    if (len(data) - offset) % 4:
+        raise ModelError(f"{path}: {len(data) - offset} bytes after the header is not a whole number "
+                         "of float32 values")
+    return (major, minor, revision), seen, np.frombuffer(data, "<f4", offset=offset)
+
+
+def write_weights(path: PathLike, params: np.ndarray, version: Tuple[int, int, int] = (0, 2, 0),
+                  seen: int = 0) -> None:
+    """Write a darknet weights file (tests and tools; the header width follows ``version``)."""
+    major, minor, revision = version
+    wide = (major * 10 + minor) >= 2 and major < 1000 and minor < 1000
+    header = np.array([major, minor, revision], "<i4").tobytes()
+    header += np.array([seen], "<i8" if wide else "<i4").tobytes()
+    Path(path).write_bytes(header + np.asarray(params, "<f4").tobytes())
+
+
+# ---------------------------------------------------------------- planning
+
+
+def _unsupported(path: Path, section: darknet.Section, what: str, line: Optional[int] = None) -> ModelError:
+    return ModelError(f"{path}:{line or section.line}: unsupported {what}")
+
+
+def _check_keys(path: Path, section: darknet.Section) -> None:
+    allowed = SUPPORTED_KEYS[section.kind] + TRAINING_KEYS.get(section.kind, ())
+    for key, line in section.option_lines.items():
+        if key not in allowed:
+            raise _unsupported(path, section, f"key {key!r} in [{section.kind}]", line)
+
+
+def _resolve(path: Path, section: darknet.Section, index: int, ref: int, key: str) -> int:
+    target = index + ref if ref < 0 else ref
+    if not 0 <= target < index:
+        raise ModelError(f"{path}:{section.option_lines.get(key, section.line)}: [{section.kind}] "
+                         f"{key}={ref} points at layer {target}, outside 0..{index - 1}")
+    return target
+
+
+def plan(cfg_path: PathLike, imgsz: Optional[Tuple[int, int]] = None) -> Tuple[darknet.Section, List[Layer]]:
+    """The ``[net]`` section and every layer with its output shape and parameter count.
+
+    Raises ``FILE:LINE: unsupported ...`` for layers, keys and values this converter lacks.
+    """
+    path = Path(cfg_path)
+    sections = darknet.parse_cfg(path)
+    net = sections[0]
+    height, width = imgsz or (net.get_int("height", None, path), net.get_int("width", None, path))
+    channels = net.get_int("channels", 3, path)
+    layers: List[Layer] = []
+    shape = (channels, height, width)
+    for index, sec in enumerate(sections[1:]):
+        if sec.kind not in SUPPORTED_KEYS:
+            raise _unsupported(path, sec, f"layer [{sec.kind}]")
+        _check_keys(path, sec)
+        prev = index - 1
+        c, h, w = layers[prev].shape if layers else shape
+        inputs = [prev] if layers else [-1]  # -1: the image input
+        params = 0
+        if sec.kind == "convolutional":
+            filters, size = sec.get_int("filters", 1, path), sec.get_int("size", 1, path)
+            stride, groups = sec.get_int("stride", 1, path), sec.get_int("groups", 1, path)
+            pad = size // 2 if sec.get_int("pad", 0, path) else sec.get_int("padding", 0, path)
+            activation = sec.options.get("activation", "logistic")  # darknet's default
+            if activation not in ACTIVATIONS:
+                raise _unsupported(path, sec, f"activation {activation!r}", sec.option_lines["activation"])
+            if c % groups or filters % groups:
+                raise ModelError(f"{path}:{sec.line}: [convolutional] groups={groups} does not divide "
+                                 f"{c} input / {filters} output channels")
+            params = filters * (4 if sec.get_int("batch_normalize", 0, path) else 1)
+            params += filters * (c // groups) * size * size
+            shape = (filters, (h + 2 * pad - size) // stride + 1, (w + 2 * pad - size) // stride + 1)
+        elif sec.kind == "maxpool":
+            stride = sec.get_int("stride", 1, path)
+            size = sec.get_int("size", stride, path)
+            padding = sec.get_int("padding", size - 1, path)
+            shape = (c, (h + padding - size) // stride + 1, (w + padding - size) // stride + 1)
+        elif sec.kind == "upsample":
+            stride = sec.get_int("stride", 2, path)
+            if stride < 1:
+                raise _unsupported(path, sec, f"upsample stride {stride}", sec.option_lines.get("stride"))
+            shape = (c, h * stride, w * stride)
+        elif sec.kind == "route":
+            refs = [int(v) for v in sec.get_floats("layers", path)]
+            if not refs:
+                raise ModelError(f"{path}:{sec.line}: [route] is missing layers=")
+            inputs = [_resolve(path, sec, index, r, "layers") for r in refs]
+            groups, group_id = sec.get_int("groups", 1, path), sec.get_int("group_id", 0, path)
+            shapes = [layers[i].shape for i in inputs]
+            if any(s[1:] != shapes[0][1:] for s in shapes):
+                raise ModelError(f"{path}:{sec.line}: [route] joins layers of different sizes "
+                                 f"{[s[1:] for s in shapes]}")
+            if any(s[0] % groups for s in shapes) or not 0 <= group_id < groups:
+                raise ModelError(f"{path}:{sec.line}: [route] groups={groups} group_id={group_id} "
+                                 f"does not split channels {[s[0] for s in shapes]}")
+            shape = (sum(s[0] // groups for s in shapes), shapes[0][1], shapes[0][2])
+        elif sec.kind == "shortcut":
+            refs = [int(v) for v in sec.get_floats("from", path)]
+            if len(refs) != 1:
+                raise _unsupported(path, sec, "shortcut with other than one from= layer",
+                                   sec.option_lines.get("from"))
+            other = _resolve(path, sec, index, refs[0], "from")
+            if layers[other].shape != (c, h, w):
+                raise _unsupported(path, sec, f"shortcut between shapes {layers[other].shape} "
+                                              f"and {(c, h, w)}")
+            activation = sec.options.get("activation", "linear")
+            if activation not in ACTIVATIONS:
+                raise _unsupported(path, sec, f"activation {activation!r}", sec.option_lines["activation"])
+            inputs = [prev, other]
+        elif sec.kind == "yolo":
+            shape = (c, h, w)  # passes its input through; the decode is a separate output
+        if shape[1] < 1 or shape[2] < 1:
+            raise ModelError(f"{path}:{sec.line}: [{sec.kind}] output size {shape[1:]} at input "
+                             f"{height}x{width}; use a larger input size")
+        layers.append(Layer(index, sec, inputs, shape, params))
+    return net, layers
+
+
+def parameter_count(cfg_path: PathLike) -> int:
+    """Float32 values a weights file for this cfg holds after its header."""
+    return sum(layer.params for layer in plan(cfg_path)[1])
+
+
+# ---------------------------------------------------------------- graph building
+
+
+class _Builder:
+    """Collects nodes and initializers with unique names."""
+
+    def __init__(self) -> None:
+        from onnx import helper, numpy_helper
+
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes: List[object] = []
+        self.initializers: List[object] = []
+        self._count = 0
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(self, op_type: str, inputs: Sequence[str], name: str, **attrs: object) -> str:
+        self._count += 1
+        out = f"{name}" if name else f"t{self._count}"
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
+        return out
+
+
+def _activate(b: _Builder, x: str, activation: str, name: str) -> str:
+    if activation == "linear":
+        return x
+    if activation == "leaky":
+        return b.op("LeakyRelu", [x], name, alpha=0.1)
+    if activation == "relu":
+        return b.op("Relu", [x], name)
+    if activation == "logistic":
+        return b.op("Sigmoid", [x], name)
+    if activation == "swish":
+        return b.op("Mul", [x, b.op("Sigmoid", [x], name + "_sig")], name)
+    # mish = x * tanh(softplus(x)): the Mish op needs opset 18, which TensorRT 8 lacks.
+    soft = b.op("Softplus", [x], name + "_softplus")
+    return b.op("Mul", [x, b.op("Tanh", [soft], name + "_tanh")], name)
+
+
+class _Weights:
+    """Sequential reader of the parameter array, with the position for error messages."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values, self.pos = values, 0
+
+    def take(self, count: int) -> np.ndarray:
+        part = self.values[self.pos:self.pos + count]
+        self.pos += count
+        return part.astype(np.float32)
+
+
+def _conv(b: _Builder, x: str, layer: Layer, in_c: int, weights: _Weights, path: Path) -> str:
+    sec, i = layer.section, layer.index
+    filters, size = sec.get_int("filters", 1, path), sec.get_int("size", 1, path)
+    stride, groups = sec.get_int("stride", 1, path), sec.get_int("groups", 1, path)
+    pad = size // 2 if sec.get_int("pad", 0, path) else sec.get_int("padding", 0, path)
+    if sec.get_int("batch_normalize", 0, path):
+        beta, gamma, mean, var = (weights.take(filters) for _ in range(4))
+        kernel = weights.take(filters * (in_c // groups) * size * size).reshape(filters, -1)
+        # folded in float64, applied in float32 (a 60 M-parameter kernel in float64 is slow)
+        scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + BN_EPSILON)
+        kernel = kernel * scale[:, None].astype(np.float32)
+        bias = beta - mean * scale
+    else:
+        bias = weights.take(filters)
+        kernel = weights.take(filters * (in_c // groups) * size * size)
+    kernel = kernel.reshape(filters, in_c // groups, size, size).astype(np.float32)
+    w_name = b.const(f"conv_{i}.weight", kernel)
+    b_name = b.const(f"conv_{i}.bias", bias.astype(np.float32))
+    y = b.op("Conv", [x, w_name, b_name], f"conv_{i}", kernel_shape=[size, size], strides=[stride, stride],
+             pads=[pad, pad, pad, pad], group=groups)
+    return _activate(b, y, sec.options.get("activation", "logistic"), f"conv_{i}_act")
+
+
+def _yolo_head(b: _Builder, x: str, layer: Layer, info: ModelInfo, head: int, input_hw: Tuple[int, int],
+               path: Path) -> Tuple[str, int]:
+    """Decode a raw head into ``[B, H*W*na, 5+nc]`` rows ordered (y, x, anchor)."""
+    c, h, w = layer.shape
+    anchors = np.array(info.anchors[head], np.float32)
+    na, nc = len(anchors), info.num_classes
+    if c != na * (5 + nc):
+        raise ModelError(f"{path}:{layer.section.line}: [yolo] expects {na}x(5+{nc}) = {na * (5 + nc)} "
+                         f"input channels, the layer before gives {c}")
+    i, n = layer.index, h * w * na
+    shape5 = b.const(f"yolo_{i}.shape5", np.array([-1, na, 5 + nc, h, w], np.int64))
+    shape3 = b.const(f"yolo_{i}.shape3", np.array([-1, n, 5 + nc], np.int64))
+    t = b.op("Reshape", [x, shape5], f"yolo_{i}_reshape5")
+    t = b.op("Transpose", [t], f"yolo_{i}_transpose", perm=[0, 3, 4, 1, 2])
+    t = b.op("Reshape", [t, shape3], f"yolo_{i}_rows")
+    sig = b.op("Sigmoid", [t], f"yolo_{i}_sigmoid")
+    ys, xs, anchor = np.meshgrid(np.arange(h), np.arange(w), np.arange(na), indexing="ij")
+    grid = np.stack([xs, ys], -1).reshape(1, n, 2).astype(np.float32)
+    scale = info.scale_x_y[head]
+    stride = np.array([input_hw[1] / w, input_hw[0] / h], np.float32)
+
+    def sl(src: str, start: int, end: int, tag: str) -> str:
+        starts = b.const(f"yolo_{i}.{tag}_start", np.array([start], np.int64))
+        ends = b.const(f"yolo_{i}.{tag}_end", np.array([end], np.int64))
+        axes = b.const(f"yolo_{i}.{tag}_axes", np.array([2], np.int64))
+        return b.op("Slice", [src, starts, ends, axes], f"yolo_{i}_{tag}")
+
+    xy = sl(sig, 0, 2, "xy")
+    if scale != 1.0:  # darknet's scale_x_y lets centres reach the cell borders
+        xy = b.op("Mul", [xy, b.const(f"yolo_{i}.scale_x_y", np.array(scale, np.float32))], f"yolo_{i}_xys")
+    # (sig * s - (s - 1) / 2 + grid) * stride: one Add with the offset folded into the grid
+    xy = b.op("Add", [xy, b.const(f"yolo_{i}.grid", grid - np.float32((scale - 1) / 2))], f"yolo_{i}_xyg")
+    xy = b.op("Mul", [xy, b.const(f"yolo_{i}.stride", stride)], f"yolo_{i}_xypx")
+    wh = b.op("Exp", [sl(t, 2, 4, "wh")], f"yolo_{i}_whexp")
+    wh = b.op("Mul", [wh, b.const(f"yolo_{i}.anchors", anchors[anchor].reshape(1, n, 2))], f"yolo_{i}_whpx")
+    rest = sl(sig, 4, 5 + nc, "scores")
+    return b.op("Concat", [xy, wh, rest], f"yolo_{i}", axis=2), n
+
+
+def build(cfg_path: PathLike, weights_path: PathLike, names: Optional[Sequence[str]] = None,
+          imgsz: Optional[Union[int, Tuple[int, int]]] = None, batch: int = 1,
+          dynamic: bool = False) -> object:
+    """The ``onnx.ModelProto`` of a darknet network (checked with the ONNX checker)."""
+    try:
+        import onnx
+    except ImportError:
+        raise BackendError("converting darknet models needs the onnx package (pip install onnx)") from None
+    path = Path(cfg_path)
+    hw = _imgsz(imgsz, path)
+    net, layers = plan(path, hw)
+    input_hw = hw or (net.get_int("height", None, path), net.get_int("width", None, path))
+    info = _info(path, names, input_hw, layers)
+    version, seen, values = read_weights(weights_path)
+    expected = sum(layer.params for layer in layers)
+    if values.size != expected:
+        raise ModelError(f"{weights_path}: holds {values.size} float32 parameters after its header but "
+                         f"{path} needs {expected}; the weights belong to another cfg")
+    log.info("%s: weights version %d.%d.%d, %d images seen", weights_path, *version, seen)
+    weights = _Weights(values)
+    b = _Builder()
+    tensors: List[str] = []
+    outputs: List[Tuple[str, int]] = []
+    head = 0
+    for layer in layers:
+        sec, i = layer.section, layer.index
+        x = tensors[layer.inputs[0]] if layer.inputs[0] >= 0 else "images"
+        in_c = layers[layer.inputs[0]].shape[0] if layer.inputs[0] >= 0 else net.get_int("channels", 3, path)
+        if sec.kind == "convolutional":
+            y = _conv(b, x, layer, in_c, weights, path)
+        elif sec.kind == "maxpool":
+            stride = sec.get_int("stride", 1, path)
+            size = sec.get_int("size", stride, path)
+            padding = sec.get_int("padding", size - 1, path)
+            lo, hi = padding // 2, padding - padding // 2  # OpenCV: floor left/top, ceil right/bottom
+            y = b.op("MaxPool", [x], f"pool_{i}", kernel_shape=[size, size], strides=[stride, stride],
+                     pads=[lo, lo, hi, hi])
+        elif sec.kind == "upsample":
+            s = float(sec.get_int("stride", 2, path))
+            scales = b.const(f"upsample_{i}.scales", np.array([1, 1, s, s], np.float32))
+            y = b.op("Resize", [x, "", scales], f"upsample_{i}", mode="nearest",
+                     coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        elif sec.kind == "route":
+            groups, group_id = sec.get_int("groups", 1, path), sec.get_int("group_id", 0, path)
+            parts = []
+            for k, src in enumerate(layer.inputs):
+                part = tensors[src]
+                if groups > 1:
+                    step = layers[src].shape[0] // groups
+                    starts = b.const(f"route_{i}.{k}_start", np.array([step * group_id], np.int64))
+                    ends = b.const(f"route_{i}.{k}_end", np.array([step * (group_id + 1)], np.int64))
+                    axes = b.const(f"route_{i}.{k}_axes", np.array([1], np.int64))
+                    part = b.op("Slice", [part, starts, ends, axes], f"route_{i}_{k}")
+                parts.append(part)
+            y = parts[0] if len(parts) == 1 else b.op("Concat", parts, f"route_{i}", axis=1)
+        elif sec.kind == "shortcut":
+            y = b.op("Add", [x, tensors[layer.inputs[1]]], f"shortcut_{i}")
+            y = _activate(b, y, sec.options.get("activation", "linear"), f"shortcut_{i}_act")
+        else:  # yolo
+            outputs.append(_yolo_head(b, x, layer, info, head, input_hw, path))
+            head += 1
+            y = x
+        tensors.append(y)
+    helper = onnx.helper
+    batch_dim: Union[int, str] = "batch" if dynamic else int(batch)
+    nc = info.num_classes
+    graph = helper.make_graph(
+        b.nodes, path.stem,
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT,
+                                       [batch_dim, net.get_int("channels", 3, path), *input_hw])],
+        [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [batch_dim, n, 5 + nc])
+         for name, n in outputs],
+        initializer=b.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="detection-agent convert-darknet")
+    model.ir_version = 8  # ONNX Runtime >= 1.14 and TensorRT 8.5 read IR 8
+    helper.set_model_props(model, {**info.to_metadata(),
+                                   "detection_agent.darknet": f"{path.name} {Path(weights_path).name}"})
+    onnx.checker.check_model(model)
+    return model
+
+
+def _imgsz(imgsz: Optional[Union[int, Tuple[int, int]]], path: Path) -> Optional[Tuple[int, int]]:
+    if imgsz is None:
+        return None
+    hw = (int(imgsz), int(imgsz)) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
+    if min(hw) < 32 or hw[0] % 32 or hw[1] % 32:
+        raise ModelError(f"{path}: input size {hw} must be a positive multiple of 32")
+    return hw
+
+
+def _info(path: Path, names: Optional[Sequence[str]], input_hw: Tuple[int, int],
+          layers: List[Layer]) -> ModelInfo:
+    if names is None:
+        names_file = darknet.find_names_file(path)
+        names = darknet.read_names(names_file) if names_file else None
+        heads = [layer for layer in layers if layer.section.kind == "yolo"]
+        classes = heads[-1].section.get_int("classes", None, path) if heads else 0
+        if names is not None and len(names) != classes:
+            # A coco.names beside a 20-class cfg: numbered names rather than a failed load.
+            log.warning("%s: %s has %d names, the network %d classes; using class numbers",
+                        path, names_file, len(names), classes)
+            names = [str(k) for k in range(classes)]
+    info = darknet.model_info(path, names)
+    info.input_size = input_hw
+    info.output_format = "objectness"
+    info.strides = [input_hw[0] // layers[layer.index].shape[1] for layer in layers
+                    if layer.section.kind == "yolo"]
+    return info
+
+
+def convert(cfg_path: PathLike, weights_path: PathLike, output: PathLike,
+            names: Optional[Sequence[str]] = None, imgsz: Optional[Union[int, Tuple[int, int]]] = None,
+            batch: int = 1, dynamic: bool = False) -> Path:
+    """Convert and write ``output`` atomically; returns its path."""
+    from agent.fileio import atomic_write_bytes
+
+    model = build(cfg_path, weights_path, names, imgsz, batch, dynamic)
+    atomic_write_bytes(output, model.SerializeToString())  # type: ignore[attr-defined]
+    return Path(output)
+
+
+# ---------------------------------------------------------------- on-the-fly conversion
+
+
+def cache_dir() -> Path:
+    """Per-user cache for converted models (the model folder may be read-only)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "detection-agent" / "darknet"
+
+
+def cached_onnx(cfg_path: PathLike, imgsz: Optional[int] = None) -> Path:
+    """The ONNX model of ``cfg_path`` + its weights, converted once and reused.
+
+    Keyed by a hash of the cfg, the weights, the names file beside them and the converter
+    version, so an edited cfg or retrained weights convert again.
+    """
+    cfg = Path(cfg_path)
+    weights = darknet.weights_for(cfg)
+    digest = hashlib.sha256(f"v{CONVERTER_VERSION} {imgsz}".encode())
+    names_file = darknet.find_names_file(cfg)
+    for part in (cfg, weights, names_file):
+        if part is not None:
+            with open(part, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+    name = f"{cfg.stem}-{digest.hexdigest()[:16]}.onnx"
+    user = os.getuid() if hasattr(os, "getuid") else 0  # no getuid on Windows
+    for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"detection-agent-{user}"):
+        target = folder / name
+        if target.is_file():
+            return target
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            log.info("converting %s to %s", cfg, target)
+            return convert(cfg, weights, target, imgsz=imgsz, dynamic=True)
+        except PermissionError as exc:
+            log.warning("cannot write the converted model to %s (%s)", folder, exc.strerror)
+    raise ModelError(f"{cfg}: no writable cache folder for the converted ONNX model (tried {cache_dir()})")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def add_parser(subparsers: object) -> object:
+    """Register ``convert-darknet`` on the CLI's subparsers."""
+    p = subparsers.add_parser("convert-darknet",  # type: ignore[attr-defined]
+                              help="convert a darknet .cfg + .weights to ONNX (decoded YOLO heads)")
+    p.add_argument("cfg", help="darknet network description (.cfg)")
+    p.add_argument("weights", help="darknet weights (.weights)")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    p.add_argument("--names", help="class names file (default: MODEL.names / coco.names beside the cfg)")
+    p.add_argument("--imgsz", type=int, help="input size, a multiple of 32 (default: the cfg's width/height)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
+    group.add_argument("--dynamic", action="store_true", help="dynamic batch size")
+    p.set_defaults(handler=cmd_convert_darknet)
+    return p
+
+
+def cmd_convert_darknet(args: object) -> int:
+    names = darknet.read_names(Path(args.names)) if args.names else None  # type: ignore[attr-defined]
+    out = convert(args.cfg, args.weights, args.output, names=names, imgsz=args.imgsz,  # type: ignore[attr-defined]
+                  batch=args.batch, dynamic=args.dynamic)  # type: ignore[attr-defined]
+    from agent.inference.backends.onnx_info import read_summary
+
+    summary = read_summary(out, "convert-darknet")
+    print(f"wrote {out}: input {summary.input_shape}, outputs {', '.join(summary.output_names)}, "
+          f"{summary.info.num_classes} classes")
+    return 0

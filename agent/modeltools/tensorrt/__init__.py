@@ -1,0 +1,1 @@
+"""TensorRT engine building on the device (FP16/INT8, EfficientNMS)."""

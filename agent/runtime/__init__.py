@@ -1,0 +1,1 @@
+"""The daemon: pipeline threads, service integration, stats and sinks (MQTT, video, preview)."""
