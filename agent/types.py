@@ -83,6 +83,39 @@ class Detections:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class FitTransform:
+    """How one source image was placed in the network input: ``input = source * scale + pad``."""
+
+    source_size: Tuple[int, int]  # (height, width) of the source image
+    resized_size: Tuple[int, int]  # (height, width) of the image inside the input, before padding
+    pad: Tuple[int, int]  # (left, top) padding in input pixels
+
+    @property
+    def scale(self) -> Tuple[float, float]:
+        """(x, y) scale from source to input; per axis because each side is rounded."""
+        return (self.resized_size[1] / self.source_size[1], self.resized_size[0] / self.source_size[0])
+
+    def boxes_to_source(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Map (N,4) boxes from input pixels to source pixels, clipped to the source image."""
+        sx, sy = self.scale
+        out = np.empty_like(boxes_xyxy, dtype=np.float32)
+        out[:, 0::2] = (boxes_xyxy[:, 0::2] - self.pad[0]) / sx
+        out[:, 1::2] = (boxes_xyxy[:, 1::2] - self.pad[1]) / sy
+        h, w = self.source_size
+        np.clip(out[:, 0::2], 0, w, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, h, out=out[:, 1::2])
+        return out
+
+    def boxes_to_input(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Map (N,4) boxes from source pixels to input pixels (for labels and tests)."""
+        sx, sy = self.scale
+        out = np.empty_like(boxes_xyxy, dtype=np.float32)
+        out[:, 0::2] = boxes_xyxy[:, 0::2] * sx + self.pad[0]
+        out[:, 1::2] = boxes_xyxy[:, 1::2] * sy + self.pad[1]
+        return out
+
+
 @dataclasses.dataclass
 class Frame:
     """One captured image (HxWx3 uint8 BGR) and where and when it came from."""

@@ -28,10 +28,9 @@ import numpy as np
 
 from agent.capture import Camera
 from agent.inference.detector import Detector
-from agent.inference.preprocess import FitTransform
 from agent.runtime.metrics import StageMetrics
 from agent.tracking.zones import ZoneFilter
-from agent.types import Detections, Frame
+from agent.types import Detections, FitTransform, Frame
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,7 @@ import numpy as np
 from agent.errors import ModelError
 from agent.inference.postprocess.decode import Candidates, decode_counted, resolve_format
 from agent.inference.postprocess.nms import nms
-from agent.inference.preprocess import FitTransform
-from agent.types import Detections, ModelInfo
+from agent.types import Detections, FitTransform, ModelInfo
 
 log = logging.getLogger(__name__)
 

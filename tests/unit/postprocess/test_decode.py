@@ -209,7 +209,7 @@ def test_non_finite_boxes_are_dropped_and_counted_in_every_layout():
 
 def test_decode_never_hands_non_finite_boxes_to_nms():
     from agent.inference.postprocess.postprocessor import Postprocessor
-    from agent.inference.preprocess import FitTransform
+    from agent.types import FitTransform
 
     pred = anchor_free([(100, 50, 20, 10, 0.9, 0.0, 0.0), (float("nan"), 50, 20, 10, 0.95, 0.0, 0.0)])
     post = Postprocessor(INFO3)
