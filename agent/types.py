@@ -137,9 +137,12 @@ class Frame:
         return int(self.image.shape[1])
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """What the pre- and post-processing need to know about a network.
+
+    Frozen: a backend's own shape checks read it, so a change (config ``input_size``,
+    ``resize_mode``, labels) makes a new value with ``dataclasses.replace``.
 
     Read from the model's own metadata (ONNX ``metadata_props``, a JSON sidecar for engines,
     the cfg for darknet files). ``anchors`` are per output head, in input pixels, and
@@ -166,7 +169,7 @@ class ModelInfo:
         h, w = (int(v) for v in self.input_size)
         if h <= 0 or w <= 0:
             raise ModelError(f"model input size must be positive, got {self.input_size}")
-        self.input_size = (h, w)
+        object.__setattr__(self, "input_size", (h, w))  # frozen: normalised once, here
 
     @property
     def num_classes(self) -> int:

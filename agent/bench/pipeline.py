@@ -20,8 +20,7 @@ from agent.bench.backend import run_backend_bench
 from agent.capture import Camera
 from agent.config.schema import CameraConfig
 from agent.errors import BadInputError
-from agent.inference.backends.base import open_backend
-from agent.inference.detector import Detector
+from agent.inference.detector import DetectorSettings, build_detector
 from agent.runtime.pipeline import FrameResult, Pipeline
 
 log = logging.getLogger(__name__)
@@ -38,11 +37,15 @@ class CountingSink:
         pass
 
 
-def pipeline_fps(model: Path, video: Path, backend: str = "auto", threads: Optional[int] = None
+def pipeline_fps(model: Path, video: Path, backend: str = "auto", threads: Optional[int] = None,
+                 settings: Optional[DetectorSettings] = None, sink: Optional[CountingSink] = None
                  ) -> Dict[str, object]:
-    sink = CountingSink()
+    """Every frame of ``video`` (a file or an image folder) through the pipeline; ``settings``
+    (default: ``backend`` and ``threads``, the model's own sizes) go to ``build_detector``."""
+    sink = sink if sink is not None else CountingSink()
     camera = Camera(CameraConfig(name="bench", source=str(video)))
-    pipeline = Pipeline([camera], lambda: Detector(open_backend(model, backend, 1, threads=threads)), [sink])
+    chosen = settings if settings is not None else DetectorSettings(backend=backend, threads=threads)
+    pipeline = Pipeline([camera], lambda: build_detector(model, chosen), [sink])
     pipeline.start()
     started = time.perf_counter()
     pipeline.finished.wait(3600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -10,9 +11,8 @@ from typing import Dict, List, Optional, Sequence
 
 from agent.errors import DataError
 from agent.fileio import atomic_write_text, list_images, read_image, write_image
-from agent.inference.detector import Detector
+from agent.inference.detector import DetectorSettings, build_detector
 from agent.inference.postprocess.postprocessor import PostprocessSettings
-from agent.modeltools.darknet.cfg import read_names
 from agent.runtime.draw import draw_detections
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 def run_detect(model: Path, inputs: Sequence[str], backend: str = "auto", conf: float = 0.25,
                iou: float = 0.45, max_det: int = 100, classes: Optional[Sequence[str]] = None,
                json_out: Optional[str] = None, save_dir: Optional[str] = None,
-               names_file: Optional[str] = None, quiet: bool = False) -> int:
+               names_file: Optional[str] = None, quiet: bool = False,
+               detector_settings: Optional[DetectorSettings] = None) -> int:
+    """``detector_settings`` (from ``--config``): the model side (backend, input size, resize
+    mode, labels, threads, warm-up) as ``run`` has it; the thresholds come from the arguments,
+    and the backend unless it is ``auto``."""
     images = list_images(inputs)  # bad paths fail before the model loads
     # An image named on the command line must be readable; one found in a folder or by a
     # pattern is skipped with a warning when it is not (as ``run`` does with image folders).
@@ -29,10 +33,12 @@ def run_detect(model: Path, inputs: Sequence[str], backend: str = "auto", conf: 
     skipped = 0
     settings = PostprocessSettings(conf_threshold=conf, iou_threshold=iou, max_detections=max_det,
                                    classes=classes)
-    names = read_names(Path(names_file)) if names_file else None
+    base = detector_settings or DetectorSettings()
+    chosen = dataclasses.replace(base, postprocess=settings, labels=names_file if names_file else base.labels,
+                                 backend=base.backend if backend == "auto" else backend)
     records: List[Dict[str, object]] = []
     started = time.perf_counter()
-    with Detector.open(model, backend, settings=settings, class_names=names) as detector:
+    with build_detector(model, chosen) as detector:
         for path in images:
             try:
                 image = read_image(path)

@@ -13,9 +13,12 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence
 
 from agent.errors import AgentError
+
+if TYPE_CHECKING:
+    from agent.inference.detector import DetectorSettings
 
 log = logging.getLogger("agent")
 
@@ -106,8 +109,18 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return run_detect(
         model=Path(args.model), inputs=args.inputs, backend=args.backend, conf=args.conf, iou=args.iou,
         max_det=args.max_det, classes=args.classes, json_out=args.json, save_dir=args.save,
-        names_file=args.names, quiet=args.quiet,
+        names_file=args.names, quiet=args.quiet, detector_settings=configured_detector(args.config),
     )
+
+
+def configured_detector(config_path: Optional[str]) -> Optional[DetectorSettings]:
+    """``--config FILE`` of detect and eval: the model side of that config, as ``run`` loads it."""
+    if not config_path:
+        return None
+    from agent.config import loader as config
+    from agent.inference.detector import DetectorSettings
+
+    return DetectorSettings.from_config(config.load(config_path))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -235,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto | tensorrt | onnxruntime | opencv (default auto: TensorRT for engines, "
                         "ONNX Runtime for .onnx and for .cfg, converted on the fly)")
     p.add_argument("--names", help="class names file (default: the model's own, or one beside it)")
+    p.add_argument("--config", help="take backend, input size, resize mode, labels, threads and warm-up "
+                                    "from this agent config's model: section, as run does")
     p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     p.add_argument("--max-det", type=int, default=100, help="most detections per image (default 100)")

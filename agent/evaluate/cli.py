@@ -55,6 +55,8 @@ def add_parser(subparsers) -> None:
         "--compare", metavar="OTHER_MODEL", help="evaluate this model too and print the difference"
     )
     model.add_argument("--backend", default="auto", help="inference backend (default auto)")
+    model.add_argument("--config", help="take input size, resize mode, labels, threads and warm-up from this "
+                                        "agent config's model: section, as run does")
     model.add_argument("--conf", type=float, default=0.001, help="confidence threshold (default 0.001)")
     model.add_argument("--batch", type=int, default=1, help="images per inference call (default 1)")
     model.add_argument("--max-det", type=int, default=300, help="most detections per image (default 300)")
@@ -200,6 +202,12 @@ def _run_models(args: argparse.Namespace, options, config) -> int:
     if args.batch < 1 or args.max_det < 1 or not 0.0 <= args.conf <= 1.0:
         raise BadInputError("eval: --batch and --max-det must be at least 1, --conf within [0, 1]")
     gt = limit_images(load_ground_truth(args.data, None, options), args.limit)
+    detector_settings = None
+    if getattr(args, "config", None):
+        from agent.config import loader as agent_config
+        from agent.inference.detector import DetectorSettings
+
+        detector_settings = DetectorSettings.from_config(agent_config.load(args.config))
     results = []
     for model in [args.model] + ([args.compare] if args.compare else []):
         run = run_model(
@@ -212,6 +220,7 @@ def _run_models(args: argparse.Namespace, options, config) -> int:
             args.batch,
             args.class_match,
             options.ignore_unknown_classes,
+            detector_settings=detector_settings,
         )
         result = evaluate(gt, run.preds, config)
         result.extra = {

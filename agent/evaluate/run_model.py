@@ -20,13 +20,16 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from agent.errors import DataError
 from agent.evaluate.structures import GroundTruth, Predictions
 from agent.inference.postprocess.postprocessor import PostprocessSettings
+
+if TYPE_CHECKING:
+    from agent.inference.detector import DetectorSettings
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +112,13 @@ def run_model(
     class_match: str = "name",
     ignore_unknown_classes: bool = False,
     progress: bool = True,
+    detector_settings: Optional[DetectorSettings] = None,
 ) -> ModelRun:
+    """``detector_settings`` (from ``--config``): the model side as ``run`` has it (input size,
+    resize mode, labels, threads, warm-up); batch and thresholds come from the arguments, and
+    the backend unless it is ``auto``."""
     from agent.fileio import read_image
-    from agent.inference.detector import Detector
+    from agent.inference.detector import DetectorSettings, build_detector
 
     if gt.image_paths is None:
         raise DataError(
@@ -119,7 +126,10 @@ def run_model(
             "or a VOC root (Annotations/ + JPEGImages/)"
         )
     settings = PostprocessSettings(conf_threshold=conf, iou_threshold=iou, max_detections=max_det)
-    with Detector.open(Path(model_path), backend, batch_size=batch, settings=settings) as detector:
+    base = detector_settings or DetectorSettings()
+    chosen = dataclasses.replace(base, backend=base.backend if backend == "auto" else backend,
+                                 batch_size=batch, postprocess=settings)
+    with build_detector(Path(model_path), chosen) as detector:
         if detector.backend.name == "opencv" and conf < 0.2:
             log.warning(
                 "OpenCV's darknet importer zeroes scores under 0.2, so --conf %g acts as 0.2 here", conf

@@ -1,16 +1,21 @@
 """One object that turns images into ``Detections``: preprocess -> backend -> postprocess.
 
-Shared by ``detect``, the daemon's inference thread and ``eval --model``, so the three
-cannot drift apart. Not thread-safe: it owns one backend and one reused input buffer; only
-``prepare`` may be called from other threads (each call allocates its own input).
+``build_detector(model_path, settings)`` is the one way to make it: ``run`` (the daemon's
+inference thread), ``detect``, ``eval --model`` and ``bench`` all call it, with a
+``DetectorSettings`` value (``DetectorSettings.from_config`` for a config file), so the
+four cannot drift apart: same backend, input size, resize mode, warm-up and thresholds.
+
+Not thread-safe: it owns one backend and one reused input buffer; only ``prepare`` may be
+called from other threads (each call allocates its own input).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,7 +24,63 @@ from agent.inference.postprocess.postprocessor import Postprocessor, Postprocess
 from agent.inference.preprocess import Preprocessor
 from agent.types import Detections, FitTransform
 
+if TYPE_CHECKING:
+    from agent.config.schema import AgentConfig
+
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorSettings:
+    """Everything besides the model file that decides what a Detector outputs."""
+
+    backend: str = "auto"
+    batch_size: int = 1
+    threads: Optional[int] = None  # CPU backends; None: the runtime's default
+    labels: Optional[str] = None  # a names file, one class per line; overrides the model's metadata
+    class_names: Optional[Tuple[str, ...]] = None  # the names themselves (overrides ``labels``)
+    input_size: Optional[Tuple[int, int]] = None  # (height, width); None: the model's own
+    resize_mode: Optional[str] = None  # letterbox | resize; None: the model's own
+    warmup_runs: int = 0
+    postprocess: PostprocessSettings = dataclasses.field(default_factory=PostprocessSettings)
+
+    @classmethod
+    def from_config(cls, cfg: AgentConfig) -> DetectorSettings:
+        """The settings ``run`` uses for ``cfg`` (``model:`` and ``inference:``)."""
+        model = cfg.model
+        size = (int(model.input_size[0]), int(model.input_size[1])) if model.input_size else None
+        return cls(backend=model.backend, batch_size=cfg.inference.batch_size, threads=model.threads,
+                   labels=model.labels, input_size=size, resize_mode=model.resize_mode,
+                   warmup_runs=model.warmup_runs, postprocess=postprocess_settings(cfg))
+
+
+def postprocess_settings(cfg: AgentConfig) -> PostprocessSettings:
+    """The thresholds and filters of ``cfg`` (``inference:``, ``model.output_format``)."""
+    inf = cfg.inference
+    return PostprocessSettings(
+        conf_threshold=inf.conf_threshold, iou_threshold=inf.iou_threshold,
+        max_detections=inf.max_detections, class_agnostic=inf.class_agnostic, multi_label=inf.multi_label,
+        classes=inf.classes, class_thresholds=dict(inf.class_thresholds), min_box_area=inf.min_box_area,
+        output_format=cfg.model.output_format)
+
+
+def build_detector(model_path: Path, settings: Optional[DetectorSettings] = None) -> Detector:
+    """The model at ``model_path`` loaded, its overrides applied, warmed up."""
+    from agent.inference.labels import read_names
+
+    settings = settings or DetectorSettings()
+    names: Optional[Sequence[str]] = settings.class_names
+    if names is None and settings.labels:
+        names = read_names(Path(settings.labels))
+    backend = open_backend(Path(model_path), settings.backend, settings.batch_size, names,
+                           threads=settings.threads)
+    try:
+        detector = Detector(backend, settings.postprocess, settings.resize_mode, settings.input_size)
+        detector.warmup(settings.warmup_runs)
+    except BaseException:
+        backend.close()
+        raise
+    return detector
 
 
 class Prepared(NamedTuple):
@@ -32,11 +93,16 @@ class Prepared(NamedTuple):
 
 class Detector:
     def __init__(self, backend: Backend, settings: Optional[PostprocessSettings] = None,
-                 resize_mode: Optional[str] = None) -> None:
+                 resize_mode: Optional[str] = None, input_size: Optional[Tuple[int, int]] = None) -> None:
         self.backend = backend
-        self.info = backend.info
+        # The detector's own view of the model: the backend's info stays as the model says
+        # (its shape checks read it); config overrides make a new value.
+        changes: Dict[str, object] = {}
         if resize_mode:
-            self.info.resize_mode = resize_mode
+            changes["resize_mode"] = resize_mode
+        if input_size:
+            changes["input_size"] = (int(input_size[0]), int(input_size[1]))
+        self.info = dataclasses.replace(backend.info, **changes) if changes else backend.info  # type: ignore[arg-type]  # keys checked above
         batch = int(backend.input_shape[0]) if backend.input_shape[0] else 1
         self.preprocess = Preprocessor(self.info.input_size, self.info.resize_mode, batch,
                                        backend.input_dtype)
@@ -48,7 +114,20 @@ class Detector:
     def open(cls, model_path: Path, backend: str = "auto", batch_size: int = 1,
              settings: Optional[PostprocessSettings] = None,
              class_names: Optional[Sequence[str]] = None, threads: Optional[int] = None) -> Detector:
-        return cls(open_backend(Path(model_path), backend, batch_size, class_names, threads), settings)
+        """``build_detector`` with the model's own input size and resize mode, no warm-up."""
+        return build_detector(model_path, DetectorSettings(
+            backend=backend, batch_size=batch_size, threads=threads,
+            class_names=tuple(class_names) if class_names is not None else None,
+            postprocess=settings or PostprocessSettings()))
+
+    def warmup(self, runs: int = 1) -> None:
+        """Run the network ``runs`` times on zeros of the input it gets (first runs are slow)."""
+        if runs <= 0:
+            return
+        dummy = self.preprocess.buffer(self.preprocess.batch_size).copy()
+        dummy[...] = 0
+        for _ in range(runs):
+            self.backend.infer(dummy)
 
     @property
     def class_names(self) -> List[str]:

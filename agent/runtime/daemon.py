@@ -22,10 +22,7 @@ from agent.capture import Camera
 from agent.config import loader as config_module
 from agent.config.schema import AgentConfig, CameraConfig
 from agent.errors import AgentError, ConfigError, DataError
-from agent.inference.backends.base import open_backend
-from agent.inference.detector import Detector
-from agent.inference.postprocess.postprocessor import PostprocessSettings
-from agent.modeltools.darknet.cfg import read_names
+from agent.inference.detector import Detector, DetectorSettings, build_detector, postprocess_settings
 from agent.runtime.metrics import CpuMeter, system_stats
 from agent.runtime.pipeline import Pipeline, Sink
 from agent.runtime.service import (
@@ -44,26 +41,9 @@ SUPERVISE_S = 0.2  # how often the main thread looks at flags, the watchdog and 
 STALL_S = 30.0  # no inference-loop progress for this long: stop pinging the watchdog
 
 
-def postprocess_settings(cfg: AgentConfig) -> PostprocessSettings:
-    inf = cfg.inference
-    return PostprocessSettings(
-        conf_threshold=inf.conf_threshold, iou_threshold=inf.iou_threshold,
-        max_detections=inf.max_detections, class_agnostic=inf.class_agnostic, multi_label=inf.multi_label,
-        classes=inf.classes, class_thresholds=dict(inf.class_thresholds), min_box_area=inf.min_box_area,
-        output_format=cfg.model.output_format)
-
-
 def open_detector(cfg: AgentConfig) -> Detector:
-    """The configured model, its config overrides applied, warmed up."""
-    model = cfg.model
-    names = read_names(Path(model.labels)) if model.labels else None
-    backend = open_backend(Path(model.path), model.backend, cfg.inference.batch_size, names,
-                           threads=model.threads)
-    if model.input_size:
-        backend.info.input_size = (model.input_size[0], model.input_size[1])
-    detector = Detector(backend, postprocess_settings(cfg), model.resize_mode)
-    backend.warmup(model.warmup_runs)
-    return detector
+    """The configured model, its config overrides applied, warmed up (``build_detector``)."""
+    return build_detector(Path(cfg.model.path), DetectorSettings.from_config(cfg))
 
 
 # Exit code of `run` when its input ended but the broker had not acknowledged everything

@@ -7,6 +7,7 @@ Two independent checks with real weights and real photos:
   (blobFromImage + NMSBoxesBatched) finds, box for box.
 """
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -38,8 +39,7 @@ def blob(path: Path) -> np.ndarray:
 def test_raw_head_decoder_reproduces_opencv_yolo_layers(net, image):
     net.setInput(blob(image))
     conv13, conv26, yolo13, yolo26 = net.forward(["conv_15", "conv_22", "yolo_16", "yolo_23"])
-    info = darknet.model_info(CFG)
-    info.strides = [32, 16]
+    info = dataclasses.replace(darknet.model_info(CFG), strides=[32, 16])  # ModelInfo is frozen
     (ours,) = decode([conv13, conv26], info, 0.25, "yolo_heads")
     rows = np.concatenate([yolo13, yolo26])
     best = rows[:, 5:].max(axis=1)

@@ -7,6 +7,7 @@ the NMS surgery is checked by running the graph up to the plugin with ONNX Runti
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -153,12 +154,12 @@ def test_nms_box_codings_give_the_same_engine_output(fake_gpu, model_path, tmp_p
 
 def test_nms_refuses_other_layouts(model_path):
     summary = read_summary(model_path, "test")
-    summary.info.output_format = "objectness"
     with pytest.raises(BadInputError, match="ultralytics-layout"):
-        add_efficient_nms(onnx.load(str(model_path)), summary.info)
-    summary.info.output_format = None
+        add_efficient_nms(onnx.load(str(model_path)),
+                          dataclasses.replace(summary.info, output_format="objectness"))
     with pytest.raises(BadInputError, match="must lie in"):
-        add_efficient_nms(onnx.load(str(model_path)), summary.info, score_threshold=1.5)
+        add_efficient_nms(onnx.load(str(model_path)), dataclasses.replace(summary.info, output_format=None),
+                          score_threshold=1.5)
 
 
 # -- issue 19: the build path against the real TensorRT API --------------------------------------------

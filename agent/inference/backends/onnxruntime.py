@@ -12,6 +12,7 @@ only the first start of a model pays for it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -110,7 +111,7 @@ class OnnxRuntimeBackend(WarmupMixin):
         meta = self._session.get_modelmeta().custom_metadata_map
         self.info = info_from_metadata(meta, (dims[2], dims[3]), Path(model_path))
         if class_names is not None:
-            self.info.class_names = list(class_names)
+            self.info = dataclasses.replace(self.info, class_names=list(class_names))
         self._batch = dims[0] or batch_size
         self._outputs = [o.name for o in self._session.get_outputs()]
 

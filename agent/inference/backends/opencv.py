@@ -14,6 +14,7 @@ OpenCV builds with CUDA (JetPack's own, not pip's wheels) run on the GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
@@ -71,9 +72,8 @@ class OpenCVBackend(WarmupMixin):
             raise BackendError(f"OpenCV {cv2.__version__} has no darknet importer (removed in 5.x); "
                                "install opencv-python-headless 4.x")
         weights = darknet.weights_for(model_path)
-        info = darknet.model_info(model_path, class_names)
         # OpenCV emits decoded rows per head; the decoder sees them as the objectness layout.
-        info.output_format = "objectness"
+        info = dataclasses.replace(darknet.model_info(model_path, class_names), output_format="objectness")
         try:
             net = cv2.dnn.readNetFromDarknet(str(model_path), str(weights))
         except cv2.error as exc:
@@ -90,7 +90,7 @@ class OpenCVBackend(WarmupMixin):
                              f"{summary.input_dtype}; use the onnxruntime backend")
         info = summary.info
         if class_names is not None:
-            info.class_names = list(class_names)
+            info = dataclasses.replace(info, class_names=list(class_names))
         try:
             net = cv2.dnn.readNetFromONNX(str(model_path))
         except cv2.error as exc:

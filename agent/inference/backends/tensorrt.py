@@ -184,7 +184,7 @@ class TensorRTBackend(WarmupMixin):
         if tuple(info.input_size) != hw:
             raise ModelError(f"{model_path}: the sidecar says input {info.input_size}, the engine takes {hw}")
         if class_names is not None:
-            info.class_names = list(class_names)
+            info = dataclasses.replace(info, class_names=list(class_names))
         return info
 
     def _set_batch(self, n: int) -> None:

@@ -435,12 +435,10 @@ def _info(path: Path, names: Optional[Sequence[str]], input_hw: Tuple[int, int],
             log.warning("%s: %s has %d names, the network %d classes; using class numbers",
                         path, names_file, len(names), classes)
             names = [str(k) for k in range(classes)]
-    info = darknet.model_info(path, names)
-    info.input_size = input_hw
-    info.output_format = "objectness"
-    info.strides = [input_hw[0] // layers[layer.index].shape[1] for layer in layers
-                    if layer.section.kind == "yolo"]
-    return info
+    strides = [input_hw[0] // layers[layer.index].shape[1] for layer in layers
+               if layer.section.kind == "yolo"]
+    return dataclasses.replace(darknet.model_info(path, names), input_size=input_hw,
+                               output_format="objectness", strides=strides)
 
 
 def convert(cfg_path: PathLike, weights_path: PathLike, output: PathLike,
