@@ -14,6 +14,7 @@ import yaml
 
 from agent.errors import BadInputError, DataError
 from agent.fileio import atomic_write_text
+from agent.inference.labels import read_names
 from agent.modeltools.darknet import cfg as darknet
 from agent.training.recipe import Recipe, ultralytics_overrides
 from agent.training.strategy import FineTunePlan, choose_strategy, estimate, plan
@@ -205,7 +206,7 @@ def pretrained_names(source: str, cfg: Optional[Path]) -> List[str]:
     """Class names the starting weights were trained on (the darknet names file, or the .pt's)."""
     if cfg is not None:
         names_file = darknet.find_names_file(Path(cfg))
-        return darknet.read_names(names_file) if names_file else []
+        return read_names(names_file) if names_file else []
     from ultralytics import YOLO
 
     names = YOLO(source).names

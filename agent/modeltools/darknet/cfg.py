@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from agent.errors import ModelError
+from agent.inference.labels import read_names
 from agent.types import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -80,15 +81,6 @@ def parse_cfg(path: Path) -> List[Section]:
     if not sections or sections[0].kind not in ("net", "network"):
         raise ModelError(f"{path}:1: a darknet cfg starts with a [net] section")
     return sections
-
-
-def read_names(path: Path) -> List[str]:
-    """Class names, one per line (darknet ``.names`` / ``classes.txt``)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read class names: {exc.strerror or exc}") from None
-    return [line.strip() for line in lines if line.strip()]
 
 
 def find_names_file(cfg_path: Path) -> Optional[Path]:

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from agent.errors import BackendError, ModelError
+from agent.inference.labels import read_names
 from agent.modeltools.darknet import cfg as darknet
 from agent.types import ModelInfo
 
@@ -427,7 +428,7 @@ def _info(path: Path, names: Optional[Sequence[str]], input_hw: Tuple[int, int],
           layers: List[Layer]) -> ModelInfo:
     if names is None:
         names_file = darknet.find_names_file(path)
-        names = darknet.read_names(names_file) if names_file else None
+        names = read_names(names_file) if names_file else None
         heads = [layer for layer in layers if layer.section.kind == "yolo"]
         classes = heads[-1].section.get_int("classes", None, path) if heads else 0
         if names is not None and len(names) != classes:
@@ -511,7 +512,7 @@ def add_parser(subparsers: object) -> object:
 
 
 def cmd_convert_darknet(args: object) -> int:
-    names = darknet.read_names(Path(args.names)) if args.names else None  # type: ignore[attr-defined]
+    names = read_names(Path(args.names)) if args.names else None  # type: ignore[attr-defined]
     out = convert(args.cfg, args.weights, args.output, names=names, imgsz=args.imgsz,  # type: ignore[attr-defined]
                   batch=args.batch, dynamic=args.dynamic)  # type: ignore[attr-defined]
     from agent.inference.backends.onnx_info import read_summary
