@@ -1,17 +1,19 @@
 """``detection-agent bench --fleet``: a fleet on one machine, through one broker, with a restart.
 
 N simulated agents (fleet_agents.py: each the real publisher with its own spool, run, seq
-and status / last will) publish at ``--rate`` messages/s for ``--duration`` seconds to a
-private Mosquitto, while ``--consumers`` K ``detection-agent record --share fleet``
-processes split the traffic. Half way (``--restart-at``) the broker is stopped gracefully
-and started again ``--restart-down`` seconds later. Then the bench waits until every agent's
-spool is empty and the consumers hold what was published, stops everything, and proves per
-``(device, camera, run)`` that each seq is in the consumers' union exactly once (duplicates
-from QoS 1 redelivery counted apart; fleet_proof.py).
+and status / last will; fleet_workers.py: 100 to a worker process) publish at ``--rate``
+messages/s for ``--duration`` seconds to a private Mosquitto, while ``--consumers`` K
+``detection-agent record --share fleet`` processes split the traffic. Half way
+(``--restart-at``) the broker is stopped gracefully and started again ``--restart-down``
+seconds later. Then the bench waits until every agent's spool is empty and the consumers
+hold what was published, stops everything, and proves per ``(device, camera, run)`` that
+each seq is in the consumers' union exactly once (duplicates from QoS 1 redelivery counted
+apart; missing ones told apart: still in a spool, created in the restart's gap, lost;
+fleet_proof.py).
 
 It reports published and delivered messages/s, end-to-end latency p50/p99 (the consumers'
-histograms added up), CPU of this process per simulated agent and of the broker and each
-consumer (mean and busiest second, in cores), bytes this process wrote (mostly spools), the
+histograms added up), CPU of the agents' processes per simulated agent and of the broker and
+each consumer (mean and busiest second, in cores), bytes the agents wrote (mostly spools), the
 restart's timeline (when each agent and consumer was back) and the status topics seen.
 """
 
@@ -20,11 +22,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
+import math
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
@@ -33,9 +34,9 @@ from agent.errors import BadInputError
 
 if TYPE_CHECKING:  # the CLI builds its parser from this module: nothing heavy at import
     from agent.bench.broker import Mosquitto
-    from agent.bench.fleet_agents import SimulatedFleet
     from agent.bench.fleet_consumers import Consumers
     from agent.bench.fleet_proof import CpuSampler
+    from agent.bench.fleet_workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="seconds into the run to restart the broker (default half way; 0: no restart)")
     g.add_argument("--restart-down", type=float, default=2.0,
                    help="seconds the broker stays down (default 2)")
+    g.add_argument("--processes", type=int, metavar="P",
+                   help="worker processes for the agents (default: one per 100 agents)")
     g.add_argument("--fleet-protocol", choices=["3.1.1", "5"], default="5", help="agents' MQTT version")
     g.add_argument("--fleet-dir", metavar="DIR",
                    help="keep spools, recordings and the broker log here (default: a temporary folder)")
@@ -85,80 +88,81 @@ def run_fleet_bench(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _run(args: argparse.Namespace, workdir: Path, restart_at: float) -> Dict[str, Any]:
     from agent.bench.broker import Mosquitto
-    from agent.bench.fleet_agents import FleetSettings, SimulatedFleet
+    from agent.bench.fleet_agents import FleetSettings
     from agent.bench.fleet_consumers import Consumers, StatusWatch
-    from agent.bench.fleet_proof import CpuSampler, disk_writes, spooled, union, verdict
+    from agent.bench.fleet_proof import CpuSampler, spooled, union, verdict
+    from agent.bench.fleet_workers import AGENTS_PER_WORKER, WorkerPool
 
     broker = Mosquitto(workdir / "broker")
     sampler = CpuSampler().start()
     consumers: Optional[Consumers] = None
     watch: Optional[StatusWatch] = None
-    fleet: Optional[SimulatedFleet] = None
+    pool: Optional[WorkerPool] = None
     try:
         broker.start()
         sampler.track("broker", broker.proc.pid)  # type: ignore[union-attr]
-        sampler.track("agents", os.getpid())
         watch = StatusWatch(broker.host, broker.port)
         consumers = Consumers(broker.address, GROUP, args.consumers, workdir / "consumers")
         for name, pid in consumers.pids().items():
             sampler.track(name, pid)
         settings = FleetSettings(agents=args.agents, rate=args.rate, host=broker.host, port=broker.port,
                                  workdir=workdir, protocol=args.fleet_protocol)
-        fleet = SimulatedFleet(settings)
-        connect_s = fleet.start()
-        print(f"fleet: {args.agents} agents connected in {connect_s:.1f} s; publishing {args.rate:g} msg/s "
-              f"each for {args.duration:g} s to {broker.version()}, {args.consumers} consumers",
-              file=sys.stderr)
-        writes0, cpu0, wall0 = disk_writes(), time.process_time(), time.monotonic()
-        publisher = threading.Thread(target=fleet.publish_for, args=(args.duration,), name="fleet-publish")
-        publisher.start()
+        workers = args.processes or math.ceil(args.agents / AGENTS_PER_WORKER)
+        pool = WorkerPool(settings, min(workers, args.agents))
+        for name, pid in pool.pids().items():
+            sampler.track(name, pid)
+        connect_s = pool.start()
+        print(f"fleet: {args.agents} agents in {len(pool.procs)} process(es) connected in {connect_s:.1f} s; "
+              f"publishing {args.rate:g} msg/s each for {args.duration:g} s to {broker.version()}, "
+              f"{args.consumers} consumers", file=sys.stderr)
+        start_wall = time.time() + 0.5
+        wall0 = time.monotonic() + 0.5
+        pool.publish(args.duration, start_wall)
         restart = _restart(broker, sampler, restart_at, args.restart_down, wall0) if restart_at > 0 else None
-        publisher.join()
-        published_s = time.monotonic() - wall0
-        calls = sum(fleet.calls)
-        drained_s = _drain(fleet, consumers, calls, args.drain_timeout, wall0)
+        time.sleep(max(0.0, wall0 + args.duration - time.monotonic()))
+        drained_s, calls = _drain(pool, consumers, args.drain_timeout, wall0)
+        published_s = args.duration
+        figures = pool.report()
         wall = time.monotonic() - wall0
-        cpu, writes = time.process_time() - cpu0, disk_writes()
-        totals = fleet.totals()
-        unclean = fleet.stop()
-        watch.wait_offline(set(fleet.runs), 10.0)
+        unclean = pool.stop()
+        runs = figures["runs"]
+        watch.wait_offline(set(runs), 10.0)
         summaries = consumers.stop()
-        files = consumers.files()
-        seen, other = union(files)
-        keys = [(device, "cam0", run) for device, run in fleet.runs.items()]
-        expected = {key: fleet.calls[i] for i, key in enumerate(keys)}
+        seen, other = union(consumers.files())
+        keys = [(device, "cam0", run) for device, run in runs.items()]
+        expected = {key: figures["calls"][i] for i, key in enumerate(keys)}
         if restart is not None:
-            restart.update(_comeback(fleet, consumers, restart))
-        proof = verdict(expected, seen, {key: fleet.created[i] for i, key in enumerate(keys)},
+            restart.update(_comeback(figures["up_since"], consumers, restart))
+        proof = verdict(expected, seen, {key: figures["created"][i] for i, key in enumerate(keys)},
                         _gap(restart, args.restart_down), spooled(workdir / "spools"))
         latency = Consumers.latency(summaries)
         sampler.stop()
+        cpu, writes = figures["cpu_s"], figures["disk_write_bytes"]
         report: Dict[str, Any] = {
             "agents": args.agents, "rate_per_agent": args.rate, "duration_s": args.duration,
             "consumers": args.consumers, "protocol": args.fleet_protocol, "broker": broker.version(),
-            "connect_s": round(connect_s, 2),
+            "agent_processes": len(pool.procs), "connect_s": round(connect_s, 2),
             "published": calls, "published_per_s": round(calls / published_s, 1),
             "delivered_per_s": round(proof["unique"] / drained_s, 1) if drained_s else None,
             "drain_s": round(drained_s - published_s, 2) if drained_s else None,
-            "driver_lag_max_s": round(fleet.lag_max, 3), "driver_late_messages": fleet.lag_late,
+            "driver_lag_max_s": round(figures["lag_max"], 3), "driver_late_messages": figures["lag_late"],
             "latency_ms": latency, "proof": proof, "non_detection_lines": other,
             "per_consumer": [s.get("recorded") for s in summaries],
-            "publisher": totals, "publishers_not_stopped_cleanly": unclean,
+            "publisher": figures["totals"], "publishers_not_stopped_cleanly": unclean,
             "cpu": sampler.report(wall),
             "agents_cpu_per_agent_pct_of_core": round(100.0 * cpu / wall / args.agents, 3),
-            "agents_process_cpu_cores": round(cpu / wall, 3),
-            "disk_write_mb": round((writes - writes0) / 1e6, 1) if writes is not None and writes0 is not None
-            else None,
+            "agents_processes_cpu_cores": round(cpu / wall, 3),
+            "disk_write_mb": round(writes / 1e6, 1) if writes is not None else None,
             "restart": restart,
-            "status": watch.summary(set(fleet.runs)),
+            "status": watch.summary(set(runs)),
             "workdir": str(workdir),
         }
         for line in report_lines(report):
             print(line)
         return report
     finally:
-        if fleet is not None:
-            fleet.stop(2.0)
+        if pool is not None:
+            pool.kill()
         if consumers is not None:
             consumers.kill()
         if watch is not None:
@@ -179,23 +183,26 @@ def _restart(broker: Mosquitto, sampler: CpuSampler, at: float, down: float, t0:
     return {"at_s": at, "stopped": stopped, "up": up, "down_s": round(up - stopped, 2)}
 
 
-def _drain(fleet: SimulatedFleet, consumers: Consumers, calls: int, timeout: float,
-           t0: float, quiet: float = 3.0) -> Optional[float]:
-    """Wait until every spool is empty and the consumers hold ``calls`` lines (or, spools empty,
-    nothing more arrives for ``quiet`` seconds: what is missing will not come); seconds since t0
-    when the last line arrived."""
+def _drain(pool: WorkerPool, consumers: Consumers, timeout: float, t0: float,
+           quiet: float = 3.0) -> Tuple[Optional[float], int]:
+    """Wait until every agent is done and fully acknowledged and the consumers hold every message
+    (or, the agents done, nothing more arrives for ``quiet`` seconds: what is missing will not
+    come). Returns (seconds since t0 when the last line arrived, or None on timeout; the number
+    of messages published)."""
     deadline = time.monotonic() + timeout
     lines, last_change = consumers.lines(), time.monotonic()
+    calls = 0
     while time.monotonic() < deadline:
+        done, calls = pool.status()
         now_lines = consumers.lines()
         if now_lines != lines:
             lines, last_change = now_lines, time.monotonic()
-        if fleet.drained() and (lines >= calls or time.monotonic() - last_change >= quiet):
-            return last_change - t0 if lines < calls else time.monotonic() - t0
+        if done and (lines >= calls or time.monotonic() - last_change >= quiet):
+            return (last_change if lines < calls else time.monotonic()) - t0, calls
         time.sleep(0.25)
     log.warning("fleet: not drained within %.0f s (%d of %d lines recorded)", timeout, consumers.lines(),
                 calls)
-    return None
+    return None, calls
 
 
 def _gap(restart: Optional[Dict[str, Any]], down: float) -> Optional[Tuple[float, float]]:
@@ -208,10 +215,11 @@ def _gap(restart: Optional[Dict[str, Any]], down: float) -> Optional[Tuple[float
     return restart["stopped"] - 1.0, end
 
 
-def _comeback(fleet: SimulatedFleet, consumers: Consumers, restart: Dict[str, Any]) -> Dict[str, Any]:
+def _comeback(up_since: List[Optional[float]], consumers: Consumers,
+              restart: Dict[str, Any]) -> Dict[str, Any]:
     """When agents and consumers were back after the broker returned (seconds after ``up``)."""
     up = restart["up"]
-    agents = sorted(t - up for t in fleet.up_since if t is not None and t >= restart["stopped"])
+    agents = sorted(t - up for t in up_since if t is not None and t >= restart["stopped"])
     resub = sorted(t - up for t in consumers.subscribed_after(restart["stopped"]))
     last_consumer = resub[-1] if len(resub) == consumers.count else None
     early = sum(1 for t in agents if last_consumer is None or t < last_consumer)
@@ -253,11 +261,11 @@ def report_lines(r: Dict[str, Any]) -> List[str]:
            f"consumers' return), {p['lost']} lost"),
         f"  latency publish->consumer: p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, "
         f"max {lat.get('max')} ms",
-        f"  CPU: agents process {r['agents_process_cpu_cores']} cores = "
+        f"  CPU: {r['agent_processes']} agent process(es) {r['agents_processes_cpu_cores']} cores = "
         f"{r['agents_cpu_per_agent_pct_of_core']}% of a core per agent; "
         + ", ".join(f"{name} {v['mean_cores']} (peak {v['peak_cores']})" for name, v in cpu.items()
-                    if name != "agents"),
-        f"  disk written by the agents' process: {r['disk_write_mb']} MB; driver lag max "
+                    if not name.startswith("agents")),
+        f"  disk written by the agents' processes: {r['disk_write_mb']} MB; driver lag max "
         f"{r['driver_lag_max_s']} s ({r['driver_late_messages']} late)",
     ]
     restart = r.get("restart")

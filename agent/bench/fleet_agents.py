@@ -1,4 +1,5 @@
-"""N simulated agents in one process, each with the real publisher (agent/publish).
+"""Simulated agents in one process, each with the real publisher (agent/publish); fleet_workers.py
+spreads a fleet over several such processes.
 
 Every simulated agent is a real ``MqttPublisher``: its own client id, sender thread, paho
 connection, on-disk spool (SQLite, one file per agent), ``run`` id and per-camera ``seq``,
@@ -78,17 +79,19 @@ def _boxes() -> Detections:
 
 
 class SimulatedFleet:
-    """Start, drive, watch and stop N real publishers; see the module docstring."""
+    """Start, drive, watch and stop the fleet's agents ``indices`` (of ``settings.agents``) in this
+    process; see the module docstring. Per-agent lists follow the order of ``indices``."""
 
-    def __init__(self, settings: FleetSettings) -> None:
+    def __init__(self, settings: FleetSettings, indices: Optional[Sequence[int]] = None) -> None:
         self.settings = settings
+        self.indices = list(range(settings.agents) if indices is None else indices)
+        n = len(self.indices)
         (settings.workdir / "spools").mkdir(parents=True, exist_ok=True)
         self.publishers: List[MqttPublisher] = [
-            MqttPublisher(agent_config(settings, i), "fleet-sim", list(NAMES))
-            for i in range(settings.agents)]
-        self.calls = [0] * settings.agents  # publish_detections calls = seqs used, dropped ones included
-        self.refused = [0] * settings.agents  # calls that returned False (queue full: counted by the agent)
-        self.created: List[List[float]] = [[] for _ in range(settings.agents)]  # ts of seq k at [k - 1]
+            MqttPublisher(agent_config(settings, i), "fleet-sim", list(NAMES)) for i in self.indices]
+        self.calls = [0] * n  # publish_detections calls = seqs used, dropped ones included
+        self.refused = [0] * n  # calls that returned False (queue full: counted by the agent)
+        self.created: List[List[float]] = [[] for _ in range(n)]  # ts of seq k at [k - 1]
         self.lag_max = 0.0  # seconds the drivers fell behind their schedule, worst case
         self.lag_late = 0  # messages published more than one interval late
         self._lag_lock = threading.Lock()
@@ -96,8 +99,8 @@ class SimulatedFleet:
         self._publishing = threading.Event()
         self._drivers: List[threading.Thread] = []
         self._monitor: Optional[threading.Thread] = None
-        self.up_since: List[Optional[float]] = [None] * settings.agents  # wall time of the latest connect
-        self.down_since: List[Optional[float]] = [None] * settings.agents
+        self.up_since: List[Optional[float]] = [None] * n  # wall time of the latest connect
+        self.down_since: List[Optional[float]] = [None] * n
         self._detections = _boxes()
 
     @property
@@ -121,11 +124,12 @@ class SimulatedFleet:
                         "(they spool)", waiting, len(self.publishers), connect_timeout)
         return time.monotonic() - started
 
-    def publish_for(self, seconds: float) -> None:
-        """Drive every agent at ``rate`` for ``seconds`` (returns when done)."""
+    def publish_for(self, seconds: float, start_wall: Optional[float] = None) -> None:
+        """Drive every agent at ``rate`` for ``seconds`` from ``start_wall`` (``time.time()``, so that
+        several processes start together; default now); returns when done."""
         n = len(self.publishers)
         shards = max(1, min(_DRIVERS_MAX, n // 50 + 1))
-        t0 = time.monotonic() + 0.05
+        t0 = time.monotonic() + (0.05 if start_wall is None else start_wall - time.time())
         self._publishing.set()
         self._drivers = [threading.Thread(target=self._drive, args=(range(k, n, shards), t0, seconds),
                                           name=f"fleet-driver-{k}", daemon=True) for k in range(shards)]
@@ -137,9 +141,9 @@ class SimulatedFleet:
 
     def _drive(self, indices: Sequence[int], t0: float, seconds: float) -> None:
         interval = 1.0 / self.settings.rate
-        count = len(indices)
-        # Agent j of this slice publishes at t0 + phase_j + k * interval; phases spread evenly.
-        slots = [(t0 + interval * j / count, i) for j, i in enumerate(indices)]
+        # Agent g of the fleet publishes at t0 + interval * g / N + k * interval: phases spread
+        # evenly over the whole fleet, whichever process drives it.
+        slots = [(t0 + interval * self.indices[i] / self.settings.agents, i) for i in indices]
         end = t0 + seconds
         k = 0
         lag_max, late = 0.0, 0

@@ -1,5 +1,6 @@
 """A fleet on one machine (``bench --fleet``, short): 50 simulated agents with the real publisher
-and spool, 3 shared-subscription ``record`` consumers, the broker restarted half way."""
+and spool in two worker processes, 3 shared-subscription ``record`` consumers, the broker
+restarted half way."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_short_fleet_run_with_a_broker_restart(tmp_path):
     out = tmp_path / "fleet.json"
     proc = subprocess.run([sys.executable, "-m", "agent", "bench", "--fleet", "--agents", "50", "--rate", "5",
-                           "--duration", "30", "--consumers", "3", "--restart-down", "2",
+                           "--duration", "30", "--consumers", "3", "--restart-down", "2", "--processes", "2",
                            "--fleet-dir", str(tmp_path / "run"), "--json", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.exists(), proc.stderr[-3000:]

@@ -60,3 +60,12 @@ def test_spooled_reads_what_a_stopped_agent_left_in_its_spool(tmp_path):
     spool.close()
     (tmp_path / "broken.db").write_bytes(b"not a database")
     assert spooled(tmp_path) == {("sim-00001", "cam0", "r"): {7, 8}}
+
+
+def test_fleet_workers_split_the_agents_evenly_in_order():
+    from agent.bench.fleet_workers import split
+
+    assert split(5, 2) == [[0, 1, 2], [3, 4]]
+    assert split(200, 2) == [list(range(100)), list(range(100, 200))]
+    assert split(3, 5) == [[0], [1], [2]]
+    assert sum(len(s) for s in split(1001, 11)) == 1001
