@@ -36,7 +36,7 @@ ENABLE_UNITS=(detection-agent.service)
 # pyproject.toml's runtime dependencies, except opencv-python-headless (see above); a unit test
 # keeps this list in step with pyproject.toml. numpy stays below 1.24 on Python 3.8 (JetPack 5),
 # where TensorRT 8.4-8.5's tensorrt.nptype needs np.bool.
-PY_DEPS=("numpy>=1.21,<1.24; python_version < '3.9'" "numpy>=1.21; python_version >= '3.9'" "paho-mqtt>=2.0" "pyyaml>=5.4" "pydantic>=2.0" "scipy>=1.7")
+PY_DEPS=("numpy>=1.21,<1.24; python_version < '3.9'" "numpy>=1.21; python_version >= '3.9'" "paho-mqtt>=2.0" "pyyaml>=5.4" "pydantic>=2.0" "scipy>=1.7" "prometheus-client>=0.12")
 # The COCO engines of pyproject.toml's eval extra, so `eval` and `eval --compare` (FP16/INT8
 # accuracy on the device) work on a fresh install; matplotlib and motmetrics stay optional.
 EVAL_DEPS=("faster-coco-eval>=1.6" "hotcoco; python_version >= '3.10'")

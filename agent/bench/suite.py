@@ -64,14 +64,23 @@ def _pipeline(args: argparse.Namespace, model: Optional[Path], peers: bool) -> D
     if model is None:
         raise BadInputError("bench --pipeline needs --model MODEL (and --source VIDEO, or one is made)")
     backend = "auto" if args.all else args.backend
+    scrape_hz = getattr(args, "scrape_hz", None)
+
+    def bench(video: Path) -> Dict[str, Any]:
+        if scrape_hz:  # the cost of Prometheus scraping instead of the comparison with the peers
+            from agent.bench.scrape import run_scrape_bench
+
+            return run_scrape_bench(model, video, backend, args.threads, scrape_hz, args.scrape_rounds)
+        return run_pipeline_bench(model, video, backend, args.threads, peers)
+
     if args.source:
-        return run_pipeline_bench(model, Path(args.source), backend, args.threads, peers)
+        return bench(Path(args.source))
     from agent.datasets.synthetic import make_video
 
     with tempfile.TemporaryDirectory(prefix="da-bench-") as tmp:
         video = Path(tmp) / "clip.mp4"
         make_video(video, frames=300, fps=30, seed=5)
-        return run_pipeline_bench(model, video, backend, args.threads, peers)
+        return bench(video)
 
 
 def headline_rows(results: Dict[str, Any]) -> List[Tuple[str, str, str]]:

@@ -458,6 +458,19 @@ class PreviewConfig(_Model):
     jpeg_quality: int = Field(80, ge=1, le=100)
 
 
+class MetricsConfig(_Model):
+    """Prometheus ``/metrics`` and ``/healthz`` over HTTP (agent/runtime/prometheus.py)."""
+
+    enabled: bool = False
+    # Loopback by default; a Prometheus on another machine needs the device's address (or 0.0.0.0).
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(9108, ge=0, le=65535)  # 0: any free port (logged)
+    # /healthz answers 503 once the inference loop has not gone round for this long.
+    stall_timeout: float = Field(10.0, gt=0, le=3600)
+
+    _duration = field_validator("stall_timeout", mode="before")(parse_duration)
+
+
 class ServiceConfig(_Model):
     state_dir: str = Field("/var/lib/detection-agent", min_length=1)
     watchdog: bool = True  # ping systemd's watchdog when WATCHDOG_USEC is set
@@ -484,6 +497,7 @@ class AgentConfig(_Model):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     preview: PreviewConfig = Field(default_factory=PreviewConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

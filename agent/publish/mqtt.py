@@ -29,8 +29,10 @@ restart of the agent, unacknowledged messages are resent in order before new one
 duplicates are possible and visible through ``seq``.
 
 ``counters()`` keys: ``sent``, ``acked``, ``spooled``, ``replayed``, ``dropped`` (and
-``dropped_by`` reason), ``reconnects``, ``connects``, ``attempts`` (failed since the last
-success), ``connected``, ``state``, ``last_error``, ``backlog``, ``inflight``, ``queue``,
+``dropped_by`` reason), ``published_by`` (delivered messages by topic kind: acknowledged, or
+sent for QoS 0), ``reconnects``, ``connects``, ``attempts`` (failed since the last
+success), ``connected``, ``state``, ``last_error``, ``backlog`` (and ``backlog_bytes``,
+``backlog_age_s``: the age of the oldest waiting message), ``inflight``, ``queue``,
 ``spool`` (disk | memory), ``internal_errors`` and ``last_internal_error`` (bugs inside the
 sender, which goes on: a health signal), ``commands`` (handled, failed, subscribed).
 docs/mqtt.md has the topic contract.

@@ -47,7 +47,21 @@ _HOUSEKEEPING_S = 10.0  # spool age bound, drop-log summaries, totals audit
 _AUDIT_MAX = 10000  # audit the spool's totals only while it is this small: it reads every row
 _DRAIN_RETRY_S = 1.0  # longest wait between connection attempts while draining
 _BATCH = 256  # messages per spool transaction
+_OLDEST_S = 1.0  # how often the age of the spool's oldest message is looked up (for metrics)
+# The last topic level -> the kind of message, for counters by kind (see topic_kind).
+_KINDS = ("detections", "events", "counts", "snapshot", "stats", "status")
 PUT_TIMEOUT = 0.05  # seconds a caller may wait for room in a full queue
+
+
+def topic_kind(topic: str) -> str:
+    """``detections``, ``events``, ``counts``, ``snapshot``, ``stats``, ``status`` (the device's
+    and each camera's), ``command_result``, or ``other`` (e.g. an MQTT 5 response topic)."""
+    head, _, last = topic.rpartition("/")
+    if last in _KINDS:
+        return last
+    if last == "result" and head.endswith("/cmd"):
+        return "command_result"
+    return "other"
 
 
 def wire_qos(mq: MqttConfig, topic_class: str) -> int:
@@ -90,6 +104,8 @@ class Sender:
         self._events: Deque[Tuple[Any, ...]] = collections.deque()
         self._count: Dict[str, int] = collections.defaultdict(int)
         self._dropped: Dict[str, int] = collections.defaultdict(int)
+        self._published: Dict[str, int] = collections.defaultdict(int)  # by topic_kind
+        self.oldest_created: Optional[float] = None  # the spool's oldest message, refreshed each _OLDEST_S
         self._last_error: Optional[str] = None
         self.state = "down"  # down | connecting | up
         self.subscribed = False
@@ -157,12 +173,18 @@ class Sender:
             out["last_error"] = self._last_error
             out["internal_errors"] = self._internal
             out["last_internal_error"] = self._last_internal
+            # Delivered: acknowledged by the broker (QoS 1), or written to the socket (QoS 0).
+            out["published_by"] = dict(self._published)
         spool = self.spool
         if spool is not None:  # copy first: the sender thread may add a reason meanwhile
             dropped.update({f"spool_{k}": v for k, v in spool.dropped.copy().items()})
         out["dropped"] = sum(dropped.values())
         out["dropped_by"] = dropped
         out["backlog"] = len(spool) if spool is not None else 0
+        out["backlog_bytes"] = spool.bytes if spool is not None else 0
+        oldest = self.oldest_created  # looked up once a second: the age may be up to 1 s short
+        out["backlog_age_s"] = round(max(0.0, time.time() - oldest), 3) \
+            if oldest is not None and out["backlog"] else 0.0
         out["inflight"] = len(self._inflight)
         out["queue"] = self.queue.qsize() + len(self._unstored)
         out["spool"] = spool.mode if spool is not None else "closed"
@@ -199,6 +221,7 @@ class Sender:
         steps = (self._drain_queue, self._handle_events, self._maintain_connection, self._send_window,
                  self.hooks.tick)
         next_housekeeping = time.monotonic() + _HOUSEKEEPING_S
+        next_oldest = 0.0
         while not self.stopping.is_set():
             self.wake.wait(_TICK)
             self.wake.clear()
@@ -208,6 +231,9 @@ class Sender:
             if time.monotonic() >= next_housekeeping:
                 failed = not self._guarded(self._housekeeping) or failed
                 next_housekeeping = time.monotonic() + _HOUSEKEEPING_S
+            if time.monotonic() >= next_oldest:
+                failed = not self._guarded(self._note_oldest) or failed
+                next_oldest = time.monotonic() + _OLDEST_S
             with self._progress:
                 self._progress.notify_all()
             if failed:
@@ -245,6 +271,9 @@ class Sender:
         if len(self.spool) <= _AUDIT_MAX and not self.spool.audit():
             raise RuntimeError("the spool's running totals differed from its store")
 
+    def _note_oldest(self) -> None:
+        self.oldest_created = self.spool.oldest_created()
+
     def _drain_queue(self, limit: int = 100 * _BATCH) -> None:
         # Messages a failed step took from the queue come first: taken means ours to keep.
         batch, self._unstored = [m for m in self._unstored if not m.id], []
@@ -260,6 +289,7 @@ class Sender:
             if self.state == "up" and self.client is not None:
                 self.client.publish(msg.topic, msg.payload, 0, msg.retain)
                 self._bump("sent")
+                self._bump_published(msg.topic)
             else:
                 self.drop("qos0_offline", "QoS 0 messages are not kept while the broker is away")
         if not stored:
@@ -300,6 +330,7 @@ class Sender:
                 self.drop("refused", f"the broker refused a message on {msg.topic}: {reason}")
             else:
                 self._bump("acked")
+                self._bump_published(msg.topic)
             acked.append(msg)
         elif kind == "suback":
             self.subscribed = not any(getattr(code, "is_failure", False) for code in event[2])
@@ -438,6 +469,11 @@ class Sender:
     def _bump(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._count[name] += n
+
+    def _bump_published(self, topic: str) -> None:
+        kind = topic_kind(topic)
+        with self._lock:
+            self._published[kind] += 1
 
     # -- shutdown --------------------------------------------------------------------------------
 

@@ -123,6 +123,15 @@ class Spool:
         if ids:
             self._delete(ids)
 
+    def oldest_created(self) -> Optional[float]:
+        """When the oldest message waiting was created (Unix seconds); None when none waits."""
+        if not self.count:
+            return None
+        rows = self._call("oldest", 0, 1)  # the primary key's first row: one index lookup
+        if rows is None:
+            rows = self._store.oldest(0, 1)
+        return float(rows[0][2]) if rows else None
+
     def has_after(self, cursor: int) -> bool:
         """Whether a message with id > ``cursor`` waits (not sent on this connection yet)."""
         found = self._call("has_after", cursor)

@@ -69,6 +69,7 @@ class Daemon:
         self.mqtt_sink: Optional[MqttSink] = None
         self.video_sink: Optional[VideoSink] = None
         self.preview: Optional[object] = None  # agent.runtime.preview.PreviewServer when enabled
+        self.metrics_server: Optional[object] = None  # agent.runtime.prometheus.MetricsServer when enabled
         self.class_names: List[str] = []
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -83,6 +84,7 @@ class Daemon:
         lock.acquire(self.config_path)  # a second agent on this config stops here, having started nothing
         previous = install_signal_handlers(self._stop.set, self._reload.set)
         try:
+            self._start_metrics()
             self._start_pipeline()
             return self._supervise()
         finally:
@@ -90,6 +92,15 @@ class Daemon:
             self._shutdown()
             restore_signal_handlers(previous)
             lock.release()
+
+    def _start_metrics(self) -> None:
+        """/metrics and /healthz, up before the model loads: a scrape sees the start (503 "starting")."""
+        if self.cfg.metrics.enabled:
+            from agent.runtime.prometheus import MetricsServer
+
+            options = self.cfg.metrics
+            self.metrics_server = MetricsServer(lambda: self.pipeline, lambda: self.publisher, options.host,
+                                                options.port, options.stall_timeout).start()
 
     def _start_pipeline(self) -> None:
         cfg = self.cfg
@@ -278,6 +289,8 @@ class Daemon:
                 self.undelivered = self.publisher.drain(  # type: ignore[attr-defined]
                     self.cfg.mqtt.drain_timeout, abort=self._stop)
             self.publisher.stop(timeout=1.5)  # type: ignore[attr-defined]
+        if self.metrics_server is not None:  # last: the drain above shows in the metrics
+            self.metrics_server.close()  # type: ignore[attr-defined]
 
     def _input_ended(self) -> bool:
         """The run ended without a signal or a pipeline error: its input did (files finished,

@@ -1,23 +1,32 @@
 """Counters, latency percentiles over a sliding window, and system figures for ``stats``.
 
 Percentiles come from the last ``window`` samples of each stage (a ring buffer, no growth
-over months of uptime). System figures are read from /proc and /sys, which is where a
-Jetson exposes its thermal zones and GPU load; nothing here needs psutil.
+over months of uptime). Each stage also keeps cumulative counts in fixed buckets
+(``LatencyHistogram``), per camera where the caller names one: what Prometheus scrapes
+(agent/runtime/prometheus.py) without adding work to the hot path beyond one bisect.
+
+System figures are read from /proc and /sys, which is where a Jetson exposes its thermal
+zones and GPU load; nothing here needs psutil.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Deque, Dict, Optional
+from typing import Deque, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 WINDOW = 1000  # samples per stage: ~30 s at 30 fps
+# Histogram bucket bounds in milliseconds: a Jetson's TensorRT inference (a few ms) up to a
+# CPU running full YOLOv3 (~0.6 s) and end-to-end delays of seconds while a backlog clears.
+BUCKETS_MS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 750.0,
+              1000.0, 2500.0, 5000.0, 10000.0)
 
 
 class LatencyWindow:
@@ -38,6 +47,36 @@ class LatencyWindow:
             return {"p50": 0.0, "p99": 0.0, "count": 0}
         p50, p99 = np.percentile(data, [50, 99])
         return {"p50": round(float(p50), 2), "p99": round(float(p99), 2), "count": int(data.size)}
+
+
+class HistogramSnapshot(NamedTuple):
+    bounds_ms: Tuple[float, ...]
+    counts: List[int]  # per bucket, not cumulative; the last one is above every bound (+Inf)
+    sum_ms: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+class LatencyHistogram:
+    """Counts of one latency in fixed buckets since the start, never reset (a Prometheus histogram)."""
+
+    def __init__(self, bounds_ms: Tuple[float, ...] = BUCKETS_MS) -> None:
+        self._bounds = tuple(sorted(bounds_ms))
+        self._counts = [0] * (len(self._bounds) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, value_ms: float) -> None:
+        index = bisect.bisect_left(self._bounds, value_ms)  # the first bound >= value: Prometheus' "le"
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += value_ms
+
+    def snapshot(self) -> HistogramSnapshot:
+        with self._lock:
+            return HistogramSnapshot(self._bounds, list(self._counts), self._sum)
 
 
 class RateMeter:
@@ -74,16 +113,31 @@ class StageMetrics:
     def __init__(self, window: int = WINDOW) -> None:
         self._window = window
         self._stages: Dict[str, LatencyWindow] = {}
+        self._histograms: Dict[Tuple[str, str], LatencyHistogram] = {}  # (stage, camera or "")
         self._counters: Dict[str, int] = collections.defaultdict(int)
         self._lock = threading.Lock()
         self.fps = RateMeter()
 
-    def observe(self, stage: str, value_ms: float) -> None:
+    def observe(self, stage: str, value_ms: float, camera: str = "") -> None:
+        """One latency sample; ``camera`` keeps a histogram per camera (the window stays per stage)."""
         window = self._stages.get(stage)
-        if window is None:
+        histogram = self._histograms.get((stage, camera))
+        if window is None or histogram is None:
             with self._lock:
                 window = self._stages.setdefault(stage, LatencyWindow(self._window))
+                histogram = self._histograms.setdefault((stage, camera), LatencyHistogram())
         window.add(value_ms)
+        histogram.add(value_ms)
+
+    def histograms(self) -> Dict[Tuple[str, str], HistogramSnapshot]:
+        """(stage, camera) -> its histogram so far (camera "" where the caller named none)."""
+        with self._lock:
+            histograms = dict(self._histograms)
+        return {key: histogram.snapshot() for key, histogram in histograms.items()}
+
+    def counters(self) -> Dict[str, int]:
+        with self._lock:
+            return dict(self._counters)
 
     def count(self, name: str, amount: int = 1) -> None:
         with self._lock:

@@ -260,7 +260,8 @@ class Pipeline:
                     except Exception:  # a sink failing must not stop the others or the pipeline
                         self.metrics.count(f"sink_errors_{type(sink).__name__}")
                         log.exception("sink %s failed", type(sink).__name__)
-                self.metrics.observe("capture_to_publish", (time.monotonic() - result.frame.mono_time) * 1e3)
+                self.metrics.observe("capture_to_publish", (time.monotonic() - result.frame.mono_time) * 1e3,
+                                     result.frame.camera)  # per camera: also the processed-frames counter
 
     def _decode(self, detector: Detector, item: _Inferred) -> List[FrameResult]:
         """Raw outputs -> detections (NMS, class filters) -> zones, one ``FrameResult`` per frame."""

@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import html
-import ipaddress
 import logging
 import select
 import socket
-import socketserver
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import quote, unquote, urlsplit
 
 import cv2
 import numpy as np
 
-from agent.errors import ConfigError
 from agent.runtime.draw import draw_detections
+from agent.runtime.http import HttpServer, is_loopback, serve, url_of
 from agent.runtime.pipeline import FrameResult
 
 log = logging.getLogger(__name__)
@@ -54,31 +52,6 @@ class _Jpeg:
 
     def __init__(self, data: bytes, seq: int, source: FrameResult) -> None:
         self.data, self.seq, self.source = data, seq, source
-
-
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True  # a stuck client must never keep the agent from exiting
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the host's FQDN, which can hang for seconds on a
-        # device without DNS; the name is never used here.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-
-class _HttpServer6(_HttpServer):
-    address_family = socket.AF_INET6
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) only accepts connections from this machine."""
-    if host.strip().lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may well resolve to a public address
 
 
 class PreviewServer:
@@ -109,7 +82,7 @@ class PreviewServer:
         self._clients = 0
         self._encoded = 0
         self._closed = False
-        self._server: Optional[_HttpServer] = None
+        self._server: Optional[HttpServer] = None
         self._thread: Optional[threading.Thread] = None
 
     def set_zones(self, zones: Mapping[str, CameraZones]) -> None:
@@ -134,8 +107,7 @@ class PreviewServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        return url_of(self.host, self.port)
 
     def start(self) -> PreviewServer:
         """Bind and serve in a daemon thread; ``ConfigError`` if the address cannot be bound."""
@@ -143,16 +115,7 @@ class PreviewServer:
             raise RuntimeError("the preview server was closed")
         if self._server is not None:
             return self
-        server_class = _HttpServer6 if ":" in self.host else _HttpServer
-        try:
-            self._server = server_class((self.host, self._requested_port), self._handler_class())
-        except OSError as exc:  # in use, no such address, permission denied (ports < 1024)
-            reason = exc.strerror or str(exc)
-            raise ConfigError([f"preview: cannot listen on {self.host}:{self._requested_port}: {reason}"]
-                              ) from exc
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="preview-http", daemon=True)
-        self._thread.start()
+        self._server, self._thread = serve(self.host, self._requested_port, self._handler_class(), "preview")
         log.info("camera preview at %s", self.url)
         if not is_loopback(self.host):
             log.warning("preview.host is %s: the camera pictures at %s are served WITHOUT authentication "
