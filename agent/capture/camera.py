@@ -70,9 +70,10 @@ class Camera:
                  on_frame: Optional[Callable[[], None]] = None) -> None:
         self.config = config
         self._on_frame = on_frame  # wakes a consumer that waits on several cameras at once
-        # Runs on each frame in this camera's thread before delivery (the pipeline sets it to
-        # make the network input here, in parallel with inference); its result is ``prepared``.
-        self.prepare: Optional[Callable[[np.ndarray], Any]] = None
+        # Runs on each frame in this camera's thread before delivery (the pipeline passes it to
+        # ``start`` to make the network input here, in parallel with inference); its result
+        # is ``prepared``.
+        self._prepare: Optional[Callable[[np.ndarray], Any]] = None
         self.name = config.name
         self.spec = spec or source_spec(config)
         self.realtime = config.effective_realtime
@@ -88,7 +89,13 @@ class Camera:
 
     # ------------------------------------------------------------ consumer side
 
-    def start(self) -> Camera:
+    def start(self, on_frame: Optional[Callable[[], None]] = None,
+              prepare: Optional[Callable[[np.ndarray], Any]] = None) -> Camera:
+        """Start reading. ``on_frame`` (instead of the constructor's) is called when a frame is
+        ready; ``prepare(image)`` runs in this camera's thread, its result is ``Frame.prepared``."""
+        if on_frame is not None:
+            self._on_frame = on_frame
+        self._prepare = prepare
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
         _READERS.add(self._thread)
         self._thread.start()
@@ -208,8 +215,8 @@ class Camera:
             last_good = now
             frame = Frame(image, self.name, index)
             index += 1
-            if self.prepare is not None:
-                frame.prepared = self.prepare(image)
+            if self._prepare is not None:
+                frame.prepared = self._prepare(image)
             if pace:
                 next_due += pace
                 if next_due < now - pace:

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from agent.config.tracking import LineConfig, TrackingConfig
 from agent.types import OUTPUT_FORMATS, RESIZE_MODES
 
 #: What ``resolved_yaml`` and any JSON dump of the config print instead of a secret.
@@ -181,6 +182,8 @@ class CameraConfig(_Model):
     rtsp: RtspOptions = Field(default_factory=RtspOptions)
     zones: List[ZoneConfig] = Field(default_factory=list)
     require_zone: bool = False  # drop detections that are in none of the zones
+    lines: List[LineConfig] = Field(default_factory=list)  # counting lines (tracking on)
+    tracking: Optional[TrackingConfig] = None  # this camera's overrides of the top-level tracking:
 
     @field_validator("name")
     @classmethod
@@ -221,6 +224,10 @@ class CameraConfig(_Model):
                 raise conflict(f"zones.{index}.name", f"duplicate zone name {name!r}; names must be unique")
         if self.require_zone and not self.zones:
             raise conflict("require_zone", "needs at least one zone in zones")
+        lines = [line.name for line in self.lines]
+        for index, name in enumerate(lines):
+            if name in lines[:index]:
+                raise conflict(f"lines.{index}.name", f"duplicate line name {name!r}; names must be unique")
         return self
 
     @property
@@ -352,6 +359,8 @@ class TopicQosConfig(_Model):
     status: Optional[int] = Field(None, ge=0, le=2)
     snapshot: Optional[int] = Field(0, ge=0, le=2)  # JPEGs go stale fast: never spooled at 0
     result: Optional[int] = Field(None, ge=0, le=2)  # command results
+    events: Optional[int] = Field(None, ge=0, le=2)  # tracking events (spooled at 1: none lost)
+    counts: Optional[int] = Field(None, ge=0, le=2)  # retained counts (the newest waits in the spool)
 
 
 class MqttConfig(_Model):
@@ -370,6 +379,12 @@ class MqttConfig(_Model):
     topic_qos: TopicQosConfig = Field(default_factory=TopicQosConfig)
     stats_interval: float = Field(10.0, gt=0, le=86400)  # seconds
     skip_empty: bool = False  # publish nothing for frames without detections
+    # every_frame: a detections message per processed frame; on_change (tracking on): only when
+    # the confirmed tracks, their labels or zones change, plus one every detections_heartbeat
+    # seconds; off: none (events and counts only).
+    detections: Literal["every_frame", "on_change", "off"] = "every_frame"
+    detections_heartbeat: float = Field(30.0, gt=0, le=86400)  # seconds, for on_change
+    events: bool = True  # {camera}/events and {camera}/counts when tracking is on
     max_rate: Optional[float] = Field(None, gt=0, le=1000)  # messages/s per camera; None: every frame
     reconnect_min: float = Field(1.0, gt=0, le=3600)  # seconds; backoff doubles up to max
     reconnect_max: float = Field(60.0, gt=0, le=3600)
@@ -405,7 +420,8 @@ class MqttConfig(_Model):
         return data
 
     def qos_for(self, topic_class: str) -> int:
-        """QoS of ``detections`` | ``stats`` | ``status`` | ``snapshot`` | ``result``."""
+        """QoS of ``detections`` | ``stats`` | ``status`` | ``snapshot`` | ``result`` | ``events``
+        | ``counts``."""
         value = getattr(self.topic_qos, topic_class)
         return self.qos if value is None else value
 
@@ -497,6 +513,7 @@ class AgentConfig(_Model):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     preview: PreviewConfig = Field(default_factory=PreviewConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -5,14 +5,15 @@ for no arguments); every command accepts an optional ``id`` (string or integer, 
 the answer) and ``camera`` (one camera; absent: all cameras). An empty message is not a
 command: it is how a retained message is cleared, and must never pause anything.
 
-==========  =====================================================================
-name        body
-==========  =====================================================================
-pause       ``{"camera"?}``: stop publishing detections (inference may go on)
-resume      ``{"camera"?}``
-snapshot    ``{"camera"?}``: publish a JPEG with boxes to ``{camera}/snapshot``
-set         ``{"conf_threshold"?: 0..1, "iou_threshold"?: 0..1, "classes"?: [names] | null}``
-==========  =====================================================================
+============  =====================================================================
+name          body
+============  =====================================================================
+pause         ``{"camera"?}``: stop publishing detections (inference may go on)
+resume        ``{"camera"?}``
+snapshot      ``{"camera"?}``: publish a JPEG with boxes to ``{camera}/snapshot``
+set           ``{"conf_threshold"?: 0..1, "iou_threshold"?: 0..1, "classes"?: [names] | null}``
+reset_counts  ``{"camera"?}``: counting lines back to 0 (tracking on); ``counts`` is republished
+============  =====================================================================
 
 Validation happens here, so the pipeline's callbacks only ever see well-formed
 arguments. A malformed body (bad JSON, wrong types, too large, unknown keys, empty), an
@@ -39,13 +40,14 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
-NAMES = ("pause", "resume", "snapshot", "set")
+NAMES = ("pause", "resume", "snapshot", "set", "reset_counts")
 _COMMON = ("id", "camera")
 _KEYS = {
     "pause": _COMMON,
     "resume": _COMMON,
     "snapshot": _COMMON,
     "set": (*_COMMON, "conf_threshold", "iou_threshold", "classes"),
+    "reset_counts": _COMMON,
 }
 
 Callback = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]

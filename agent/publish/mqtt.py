@@ -7,6 +7,8 @@ API (the pipeline's publish thread calls it; every method is thread-safe)::
     pub.commands.register("pause", callback)      # when mqtt.commands.enabled (see commands.py)
     pub.set_stats_provider(lambda: {"cameras": {...}})   # merged into every stats message
     pub.publish_detections(camera, frame_index, capture_ts, width, height, detections, latency_ms)
+    pub.publish_events(camera, events)            # tracking: events/1, own seq per camera
+    pub.publish_counts(camera, ts, counts)        # tracking: retained counts/1
     pub.publish_snapshot(camera, jpeg_bytes)      # see payloads.snapshot_jpeg
     pub.publish_stats(extra)                      # now; also every mqtt.stats_interval by itself
     pub.counters()                                # sent, acked, spooled, replayed, dropped, ...
@@ -20,7 +22,8 @@ the message is dropped and counted, and a detections message's ``seq`` is used a
 consumers see the gap. They return whether the message was accepted (False also for
 frames that ``skip_empty`` / ``max_rate`` skip, and after ``stop``).
 
-``seq`` is per camera topic, +1 per published message; ``run`` is new at each start;
+``seq`` is per camera topic, +1 per published message (detections and events count
+separately); ``run`` is new at each start;
 ``skipped`` says how many frames were skipped since the previous message (payloads.py).
 
 Delivery (sender.py, spool.py, connection.py): every QoS 1/2 message is kept in the spool
@@ -54,8 +57,10 @@ from agent.publish.commands import Commands, request_id, response_topic_allowed
 from agent.publish.payloads import (
     FrameGate,
     Topics,
+    counts_payload,
     detections_payload,
     encode,
+    event_payload,
     new_run_id,
     result_payload,
     stats_payload,
@@ -80,7 +85,7 @@ class MqttPublisher:
         self.started = time.time()
         self.commands = Commands([c.name for c in config.enabled_cameras], self.class_names,
                                  self.mq.commands.max_payload)
-        classes = ("detections", "stats", "status", "snapshot", "result")
+        classes = ("detections", "stats", "status", "snapshot", "result", "events", "counts")
         self._qos = {name: wire_qos(self.mq, name) for name in classes}
         downgraded = [name for name in classes if self.mq.qos_for(name) == 2]
         if downgraded:
@@ -91,6 +96,7 @@ class MqttPublisher:
         self._pub_lock = threading.Lock()  # seq order = queue order
         self._gates: Dict[str, FrameGate] = {}
         self._seq: Dict[str, int] = {}
+        self._event_seq: Dict[str, int] = {}
         self._stats_provider: Optional[Callable[[], Mapping[str, Any]]] = None
         self._next_stats = 0.0
         self._cmd_queue: queue.Queue = queue.Queue(maxsize=16)  # of (name, payload, retained, props)
@@ -119,10 +125,12 @@ class MqttPublisher:
 
     def publish_detections(self, camera: str, frame_index: int, capture_ts: float, width: int, height: int,
                            detections: Detections, latency_ms: Mapping[str, float],
-                           zones: Optional[Sequence[Sequence[str]]] = None) -> bool:
+                           zones: Optional[Sequence[Sequence[str]]] = None,
+                           track_ids: Optional[Sequence[Optional[int]]] = None) -> bool:
         """Queue the detections message of one processed frame; False if skipped or dropped.
 
         ``zones``: per detection, the names of the camera's zones it is in (cameras with zones).
+        ``track_ids``: per detection, its confirmed track's id or None (tracking on).
         """
         if not self._started or self._sender.stopping.is_set():
             return False
@@ -138,13 +146,48 @@ class MqttPublisher:
             payload = detections_payload(
                 device=self.config.device.id, camera=camera, run=self.run, seq=seq, frame=frame_index,
                 skipped=gate.take_skipped(), ts=capture_ts, width=width, height=height, model=self.model_name,
-                latency_ms=latency_ms, detections=detections, names=self.class_names, zones=zones)
+                latency_ms=latency_ms, detections=detections, names=self.class_names, zones=zones,
+                track_ids=track_ids)
             try:
                 data = encode(payload)
             except ValueError as exc:  # NaN or infinity from a broken model: not JSON
                 self._sender.drop("invalid", f"frame {frame_index} of {camera} cannot be encoded: {exc}")
                 return False
             return self._sender.submit(Message(self.topics.detections(camera), data, self._qos["detections"]))
+
+    def publish_events(self, camera: str, events: Sequence[Mapping[str, Any]]) -> int:
+        """Queue one ``events/1`` message per event, in order; returns how many were accepted.
+
+        The events topic has its own ``seq`` per camera (+1 per message, from 1), taken even
+        by a message that is dropped, so a consumer sees the loss. No gate applies: events are
+        never skipped (``skip_empty`` and ``max_rate`` are for detections).
+        """
+        if not self._started or self._sender.stopping.is_set():
+            return 0
+        accepted = 0
+        topic = self.topics.events(camera)
+        with self._pub_lock:
+            for event in events:
+                seq = self._event_seq.get(camera, 0) + 1
+                self._event_seq[camera] = seq
+                payload = event_payload(device=self.config.device.id, camera=camera, run=self.run, seq=seq,
+                                        event=event)
+                try:
+                    data = encode(payload)
+                except ValueError as exc:
+                    self._sender.drop("invalid", f"event {seq} of {camera} cannot be encoded: {exc}")
+                    continue
+                accepted += bool(self._sender.submit(Message(topic, data, self._qos["events"])))
+        return accepted
+
+    def publish_counts(self, camera: str, ts: float, counts: Mapping[str, Any]) -> bool:
+        """Queue the retained ``counts/1`` of ``camera``; only the newest unsent one waits in the spool."""
+        if not self._started or self._sender.stopping.is_set():
+            return False
+        payload = counts_payload(device=self.config.device.id, camera=camera, run=self.run, ts=ts,
+                                 counts=counts)
+        return self._sender.submit(Message(self.topics.counts(camera), encode(payload), self._qos["counts"],
+                                           retain=True, key=f"counts/{camera}"))
 
     def publish_snapshot(self, camera: str, jpeg: bytes) -> bool:
         """Queue a JPEG for ``{camera}/snapshot`` (QoS ``topic_qos.snapshot``, 0 by default)."""

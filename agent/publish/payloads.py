@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 DETECTIONS_SCHEMA = "detections/1"
 STATS_SCHEMA = "stats/1"
 RESULT_SCHEMA = "command-result/1"
+EVENTS_SCHEMA = "events/1"
+COUNTS_SCHEMA = "counts/1"
 
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
@@ -61,15 +63,27 @@ class Topics:
     def camera_status(self, camera: str) -> str:
         return f"{self.root}/{camera}/status"
 
+    def events(self, camera: str) -> str:
+        return f"{self.root}/{camera}/events"
+
+    def counts(self, camera: str) -> str:
+        return f"{self.root}/{camera}/counts"
+
 
 def detections_payload(*, device: str, camera: str, run: str, seq: int, frame: int, skipped: int,
                        ts: float, width: int, height: int, model: str, latency_ms: Mapping[str, float],
                        detections: Detections, names: Sequence[str],
-                       zones: Optional[Sequence[Sequence[str]]] = None) -> Dict[str, Any]:
+                       zones: Optional[Sequence[Sequence[str]]] = None,
+                       track_ids: Optional[Sequence[Optional[int]]] = None) -> Dict[str, Any]:
     """The ``detections/1`` message of one processed frame (schemas/detections.schema.json).
 
     ``zones``: the zone names of each detection, for a camera with zones (``zones`` key per box).
+    ``track_ids``: with tracking on, each box's confirmed track id or None (``track_id`` per box).
     """
+    boxes = detections.to_list(names, zones)
+    if track_ids is not None:
+        for box, track_id in zip(boxes, track_ids):
+            box["track_id"] = track_id
     return {
         "schema": DETECTIONS_SCHEMA,
         "device": device,
@@ -83,8 +97,30 @@ def detections_payload(*, device: str, camera: str, run: str, seq: int, frame: i
         "height": int(height),
         "model": model,
         "latency_ms": {str(k): round(float(v), 3) for k, v in latency_ms.items()},
-        "detections": detections.to_list(names, zones),
+        "detections": boxes,
     }
+
+
+def event_payload(*, device: str, camera: str, run: str, seq: int, event: Mapping[str, Any]
+                  ) -> Dict[str, Any]:
+    """One ``events/1`` message (schemas/events.schema.json) from an ``EventEngine`` event.
+
+    ``seq`` counts the events messages of one camera and run, separately from the detections
+    topic's, so either topic can be followed alone and a gap in either is a lost message.
+    """
+    payload: Dict[str, Any] = {"schema": EVENTS_SCHEMA, "device": device, "camera": camera, "run": run,
+                               "seq": seq}
+    payload.update(event)
+    return payload
+
+
+def counts_payload(*, device: str, camera: str, run: str, ts: float, counts: Mapping[str, Any]
+                   ) -> Dict[str, Any]:
+    """The retained ``counts/1`` message of a camera (schemas/counts.schema.json)."""
+    payload: Dict[str, Any] = {"schema": COUNTS_SCHEMA, "device": device, "camera": camera, "run": run,
+                               "ts": round(float(ts), 6)}
+    payload.update(counts)
+    return payload
 
 
 def stats_payload(*, device: str, run: str, started: float, mqtt: Mapping[str, Any],
@@ -186,7 +222,8 @@ def describe(payload: bytes, limit: int = 80) -> str:
 
 
 __all__: List[str] = [
-    "DETECTIONS_SCHEMA", "RESULT_SCHEMA", "STATS_SCHEMA", "STATUS_OFFLINE", "STATUS_ONLINE", "FrameGate",
-    "Topics", "class_counts", "describe", "detections_payload", "encode", "new_run_id", "result_payload",
-    "snapshot_jpeg", "stats_payload",
+    "COUNTS_SCHEMA", "DETECTIONS_SCHEMA", "EVENTS_SCHEMA", "RESULT_SCHEMA", "STATS_SCHEMA",
+    "STATUS_OFFLINE", "STATUS_ONLINE", "FrameGate", "Topics", "class_counts", "counts_payload", "describe",
+    "detections_payload", "encode", "event_payload", "new_run_id", "result_payload", "snapshot_jpeg",
+    "stats_payload",
 ]

@@ -23,8 +23,9 @@ from agent.config import loader as config_module
 from agent.config.schema import AgentConfig, CameraConfig
 from agent.errors import AgentError, ConfigError, DataError
 from agent.inference.detector import Detector, DetectorSettings, build_detector, postprocess_settings
+from agent.publish.api import Publisher
 from agent.runtime.metrics import CpuMeter, system_stats
-from agent.runtime.pipeline import Pipeline, Sink
+from agent.runtime.pipeline import Pipeline, Sink, Wiring
 from agent.runtime.service import (
     InstanceLock,
     Notifier,
@@ -32,8 +33,8 @@ from agent.runtime.service import (
     restore_signal_handlers,
     watchdog_interval,
 )
+from agent.runtime.settings import runtime_settings
 from agent.runtime.sinks import MqttSink, VideoSink
-from agent.tracking.zones import zone_filters
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,10 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.cfg: AgentConfig = config_module.load(config_path, overrides)
         self.pipeline: Optional[Pipeline] = None
-        self.publisher: Optional[object] = None
+        self.publisher: Optional[Publisher] = None
         self.mqtt_sink: Optional[MqttSink] = None
         self.video_sink: Optional[VideoSink] = None
-        self.preview: Optional[object] = None  # agent.runtime.preview.PreviewServer when enabled
+        self.preview: Optional[Sink] = None  # agent.runtime.preview.PreviewServer when enabled
         self.metrics_server: Optional[object] = None  # agent.runtime.prometheus.MetricsServer when enabled
         self.class_names: List[str] = []
         self._stop = threading.Event()
@@ -105,16 +106,17 @@ class Daemon:
     def _start_pipeline(self) -> None:
         cfg = self.cfg
         cameras = [Camera(c) for c in cfg.enabled_cameras]
-        pipeline = self.pipeline = Pipeline(cameras, lambda: open_detector(cfg), [], self.max_frames)
-
-        def on_loaded(detector: Detector) -> None:
-            self.class_names = list(detector.class_names)
-            pipeline.zones = zone_filters(cfg.cameras, self.class_names, self.config_path)
-            pipeline.sinks.extend(self._make_sinks(detector))
-
-        pipeline.start(on_loaded=on_loaded)
+        pipeline = self.pipeline = Pipeline(cameras, lambda: open_detector(cfg), max_frames=self.max_frames,
+                                            setup=self._wire)
+        pipeline.start()
         log.info("running %s on %d camera(s): %s", cfg.model.path, len(cameras),
                  ", ".join(f"{c.name} ({c.spec.description})" for c in cameras))
+
+    def _wire(self, detector: Detector) -> Wiring:
+        """Once the model is loaded (its labels known): the runtime settings and the sinks."""
+        self.class_names = list(detector.class_names)
+        settings = runtime_settings(self.cfg, self.class_names, self.config_path)
+        return Wiring(settings, self._make_sinks(detector))
 
     def _make_sinks(self, detector: Detector) -> List[Sink]:
         sinks: List[Sink] = []
@@ -122,17 +124,18 @@ class Daemon:
         if self.cfg.mqtt.enabled:
             from agent.publish.mqtt import MqttPublisher
 
+            mq = self.cfg.mqtt
             publisher = MqttPublisher(self.cfg, model_name=detector.info.name, class_names=names)
-            self.mqtt_sink = MqttSink(publisher, names, self.cfg.mqtt.snapshot)
+            self.mqtt_sink = MqttSink(publisher, names, mq.snapshot, detections=mq.detections,
+                                      heartbeat_s=mq.detections_heartbeat, events=mq.events)
             self._register_commands(publisher)
             publisher.set_stats_provider(self._stats)
             publisher.start()
             self.publisher = publisher
             sinks.append(self.mqtt_sink)
         if self.video_dir is not None:
-            assert self.pipeline is not None
-            self.video_sink = VideoSink(self.video_dir, names, fps=self.cfg.cameras[0].fps or 15.0,
-                                        zones=self.pipeline.zones)
+            # Zones and lines come with each result (the settings it was made with).
+            self.video_sink = VideoSink(self.video_dir, names, fps=self.cfg.cameras[0].fps or 15.0)
             sinks.append(self.video_sink)
         if self.cfg.preview.enabled:
             sinks.append(self._start_preview(names))
@@ -142,20 +145,19 @@ class Daemon:
         from agent.runtime.preview import PreviewServer
 
         options = self.cfg.preview
-        assert self.pipeline is not None
+        # Zones and lines come with each result (the settings it was made with).
         preview = PreviewServer(names, host=options.host, port=options.port, max_fps=options.max_fps,
-                                jpeg_quality=options.jpeg_quality, zones=self.pipeline.zones,
+                                jpeg_quality=options.jpeg_quality,
                                 cameras=[c.name for c in self.cfg.enabled_cameras])
         preview.start()  # logs its URL; a port in use is a ConfigError naming host:port
         self.preview = preview
         return preview
 
-    def _register_commands(self, publisher: object) -> None:
-        commands = getattr(publisher, "commands", None)
-        if commands is None:
-            return
+    def _register_commands(self, publisher: Publisher) -> None:
+        commands = publisher.commands
         pipeline, sink = self.pipeline, self.mqtt_sink
-        assert pipeline is not None and sink is not None
+        if pipeline is None or sink is None:
+            raise RuntimeError("commands are registered while the pipeline is wired")
 
         def for_cameras(args: Dict[str, object], action: str) -> Dict[str, object]:
             camera = args.get("camera")
@@ -179,18 +181,26 @@ class Daemon:
                                                                         "classes")})
             self.cfg = self.cfg.model_copy(update={"inference": inference})
             settings = postprocess_settings(self.cfg)
-            pipeline.change_detector(lambda detector: detector.postprocess.update(settings))
+            pipeline.apply(runtime_settings(self.cfg, self.class_names, self.config_path))
             return {"conf_threshold": settings.conf_threshold, "iou_threshold": settings.iou_threshold,
                     "classes": settings.classes}
+
+        def reset_counts(args: Dict[str, object]) -> Dict[str, object]:
+            camera = args.get("camera")
+            pipeline.reset_counts(str(camera) if camera is not None else None)
+            every = [c.name for c in self.cfg.enabled_cameras]
+            return {"cameras": [str(camera)] if camera is not None else every}
 
         commands.register("pause", lambda args: for_cameras(args, "pause"))
         commands.register("resume", lambda args: for_cameras(args, "resume"))
         commands.register("snapshot", snapshot)
         commands.register("set", set_thresholds)
+        commands.register("reset_counts", reset_counts)
 
     def _supervise(self) -> int:
         pipeline = self.pipeline
-        assert pipeline is not None
+        if pipeline is None:
+            raise RuntimeError("supervise() runs after the pipeline started")
         started = time.monotonic()
         ping_every = watchdog_interval() if self.cfg.service.watchdog else None
         last_ping = last_status = 0.0
@@ -240,14 +250,15 @@ class Daemon:
         for camera in self.pipeline.cameras:
             if self._camera_states.get(camera.name) != camera.state:
                 self._camera_states[camera.name] = camera.state
-                self.publisher.publish_camera_status(camera.name, camera.state)  # type: ignore[attr-defined]
+                self.publisher.publish_camera_status(camera.name, camera.state)
 
     def _apply_reload(self) -> None:
-        """SIGHUP: re-read the config; thresholds, filters and zones apply at once, the model
-        stays loaded. Model, camera source and MQTT changes wait for a restart."""
+        """SIGHUP: re-read the config; thresholds, filters, zones, counting lines and tracking
+        apply at once (one new ``RuntimeSettings``), the model stays loaded. Model, camera
+        source and MQTT changes wait for a restart."""
         try:
             new = config_module.load(self.config_path, self.overrides)
-            zones = zone_filters(new.cameras, self.class_names, self.config_path)
+            runtime_settings(new, self.class_names, self.config_path)  # lines, zones, tracking: valid?
         except ConfigError as exc:
             log.error("reload refused, keeping the running config:\n%s", exc)
             return
@@ -256,24 +267,20 @@ class Daemon:
                         "(systemctl restart detection-agent)")
         if new.mqtt != self.cfg.mqtt:
             log.warning("reload: MQTT changes take effect at the next restart")
-        # The running cameras stay; each takes the zones its namesake has in the new file.
-        zoned = {camera.name: camera for camera in new.cameras}
-        cameras = [camera.model_copy(update={"zones": zoned[camera.name].zones,
-                                             "require_zone": zoned[camera.name].require_zone})
-                   if camera.name in zoned else camera for camera in self.cfg.cameras]
+        # The running cameras stay; each takes the zones, lines and tracking its namesake has.
+        named = {camera.name: camera for camera in new.cameras}
+        cameras = [camera.model_copy(update={k: getattr(named[camera.name], k) for k in _LIVE_CAMERA_KEYS})
+                   if camera.name in named else camera for camera in self.cfg.cameras]
         self.cfg = self.cfg.model_copy(update={"inference": new.inference, "logging": new.logging,
-                                               "cameras": cameras})
+                                               "tracking": new.tracking, "cameras": cameras})
         logging.getLogger().setLevel(new.logging.level)
-        settings = postprocess_settings(self.cfg)
-        assert self.pipeline is not None
-        self.pipeline.change_detector(lambda detector: detector.postprocess.update(settings))
-        self.pipeline.zones = zones
-        if self.video_sink is not None:
-            self.video_sink.zones = zones
-        if self.preview is not None:
-            self.preview.set_zones(zones)  # type: ignore[attr-defined]
-        log.info("reloaded: conf %.2f, iou %.2f, zones on %d camera(s)", settings.conf_threshold,
-                 settings.iou_threshold, len(zones))
+        settings = runtime_settings(self.cfg, self.class_names, self.config_path)
+        if self.pipeline is not None:
+            self.pipeline.apply(settings)  # one value, replaced whole: the sinks draw what it says
+        zoned = sum(1 for c in settings.cameras.values() if c.zones is not None)
+        log.info("reloaded: conf %.2f, iou %.2f, zones on %d camera(s), tracking %s",
+                 settings.postprocess.conf_threshold, settings.postprocess.iou_threshold, zoned,
+                 "on" if settings.tracking else "off")
 
     def _stats(self) -> Dict[str, object]:
         stats: Dict[str, object] = dict(self.pipeline.stats()) if self.pipeline else {}
@@ -286,9 +293,8 @@ class Daemon:
             self._report_camera_states()  # "finished" / "stopped", before the publisher goes
         if self.publisher is not None:
             if self._input_ended():
-                self.undelivered = self.publisher.drain(  # type: ignore[attr-defined]
-                    self.cfg.mqtt.drain_timeout, abort=self._stop)
-            self.publisher.stop(timeout=1.5)  # type: ignore[attr-defined]
+                self.undelivered = self.publisher.drain(self.cfg.mqtt.drain_timeout, abort=self._stop)
+            self.publisher.stop(timeout=1.5)
         if self.metrics_server is not None:  # last: the drain above shows in the metrics
             self.metrics_server.close()  # type: ignore[attr-defined]
 
@@ -302,9 +308,15 @@ class Daemon:
         return self._stats()
 
 
+#: Camera keys a reload applies at once; the others wait for a restart.
+_LIVE_CAMERA_KEYS = ("zones", "require_zone", "lines", "tracking")
+
+
 def _without_zones(cameras: Sequence[CameraConfig]) -> List[CameraConfig]:
-    """The cameras as a reload compares them: zones apply live, everything else at a restart."""
-    return [camera.model_copy(update={"zones": [], "require_zone": False}) for camera in cameras]
+    """The cameras as a reload compares them: zones, lines and tracking apply live, the rest
+    at a restart."""
+    return [camera.model_copy(update={"zones": [], "require_zone": False, "lines": [], "tracking": None})
+            for camera in cameras]
 
 
 def run_daemon(config_path: str, overrides: Sequence[str] = (), max_frames: Optional[int] = None,

@@ -7,10 +7,16 @@
 - The inference thread owns the ``Detector`` (and so the CUDA context): it creates it,
   batches the frames of several cameras when the model takes a batch, runs the network
   and hands the raw outputs on: it does nothing else, so it is free for the next batch.
-- The publish thread decodes the outputs (NMS, class filters, zones) and gives each
-  result to the sinks (MQTT, an annotated video...). The
-  queue between them is bounded; a full queue is waited on in short steps that check the
-  stop event, so nothing blocks forever and shutdown always finishes.
+- The publish thread decodes the outputs (NMS, class filters), then per camera applies
+  zones, tracking and counting lines (``Scene``), and gives each result to the sinks (MQTT,
+  an annotated video...). The queue between them is bounded; a full queue is waited on in
+  short steps that check the stop event, so nothing blocks forever and shutdown always
+  finishes.
+
+Wiring is by constructor: the cameras get their frame callback and preparation function
+in ``Camera.start``; sinks that need the model's labels come from ``setup(detector)``,
+called once the model is loaded and before the cameras start. Settings that change while
+running are one immutable ``RuntimeSettings`` value, replaced whole by ``apply``.
 
 ``heartbeat`` moves every time the inference loop goes round, idle or not; the daemon pings
 the systemd watchdog only while it moves, so a hung backend gets the service restarted.
@@ -22,27 +28,22 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 from agent.capture import Camera
 from agent.inference.detector import Detector
 from agent.runtime.metrics import StageMetrics
-from agent.tracking.zones import ZoneFilter
-from agent.types import Detections, FitTransform, Frame
+from agent.runtime.results import FrameResult, Sink
+from agent.runtime.scene import Scene
+from agent.runtime.settings import RuntimeSettings
+from agent.types import FitTransform, Frame
 
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 32  # inferred batches waiting to be decoded and published
 POLL_S = 0.1  # the longest any thread waits before it looks at the stop event again
-
-
-class FrameResult(NamedTuple):
-    frame: Frame
-    detections: Detections
-    latency_ms: Dict[str, float]
-    zones: Optional[List[List[str]]] = None  # per detection, when the camera has zones
 
 
 class _Inferred(NamedTuple):
@@ -54,21 +55,23 @@ class _Inferred(NamedTuple):
     stages: Dict[str, float]  # milliseconds per stage so far
 
 
-class Sink(Protocol):
-    """Where results go (the MQTT publisher, a video writer, a test's list)."""
+class Wiring(NamedTuple):
+    """What ``setup(detector)`` returns once the model is loaded: the settings to start with
+    (they name the model's labels) and the sinks that need the labels."""
 
-    def handle(self, result: FrameResult) -> None: ...
-
-    def close(self) -> None: ...
+    settings: Optional[RuntimeSettings]
+    sinks: Sequence[Sink] = ()
 
 
 class Pipeline:
     def __init__(self, cameras: Sequence[Camera], detector_factory: Callable[[], Detector],
-                 sinks: Sequence[Sink], max_frames: Optional[int] = None,
-                 zones: Optional[Dict[str, ZoneFilter]] = None) -> None:
+                 sinks: Sequence[Sink] = (), max_frames: Optional[int] = None,
+                 settings: Optional[RuntimeSettings] = None,
+                 setup: Optional[Callable[[Detector], Wiring]] = None) -> None:
+        """``settings`` None: the detector's own thresholds, no zones, no tracking."""
         self.cameras = list(cameras)
-        # Camera name -> its zones. Replaced whole (never mutated) so a reload is one assignment.
-        self.zones: Dict[str, ZoneFilter] = dict(zones or {})
+        self._settings = settings  # replaced whole by apply(), read once per batch
+        self._setup = setup
         self.sinks = list(sinks)
         self.metrics = StageMetrics()
         self.max_frames = max_frames
@@ -84,19 +87,18 @@ class Pipeline:
         self._results: queue.Queue = queue.Queue(QUEUE_SIZE)  # _Inferred batches, or None at the end
         self._loaded = threading.Event()
         self._threads: List[threading.Thread] = []
-        self._pending_changes: queue.Queue = queue.Queue()  # callables taking the Detector
+        self._requests: queue.Queue = queue.Queue()  # reset_counts camera names (None: all)
+        self._applied: Union[RuntimeSettings, bool, None] = False  # the settings the decoder has
+        self._scene: Optional[Scene] = None
         self.frames_processed = 0
-        for camera in self.cameras:
-            camera._on_frame = self._frame_ready.set
 
     # ------------------------------------------------------------ control
 
-    def start(self, load_timeout: float = 300.0,
-              on_loaded: Optional[Callable[[Detector], None]] = None) -> None:
+    def start(self, load_timeout: float = 300.0) -> None:
         """Start the threads; returns once the model is loaded (raises if it failed).
 
-        ``on_loaded`` runs after the model loads and before the cameras start, so sinks that
-        need the model's labels can be added then without missing a frame.
+        ``setup`` (constructor) runs after the model loads and before the cameras start, so
+        sinks that need the model's labels miss no frame.
         """
         self._threads = [threading.Thread(target=self._infer_loop, name="inference", daemon=True),
                          threading.Thread(target=self._publish_loop, name="publish", daemon=True)]
@@ -105,12 +107,18 @@ class Pipeline:
         if not self._loaded.wait(load_timeout) or self.error is not None:
             self.stop()
             raise self.error or TimeoutError("the model did not load in time")
-        if on_loaded is not None and self.detector is not None:
-            on_loaded(self.detector)
+        detector = self.detector
+        if detector is None:
+            raise RuntimeError("the model did not load")
+        if self._setup is not None:
+            wiring = self._setup(detector)
+            self._settings = wiring.settings
+            self.sinks.extend(wiring.sinks)
+        self._scene = Scene(detector.class_names, self.metrics,
+                            trails=any(getattr(sink, "draws_tracks", False) for sink in self.sinks))
         for camera in self.cameras:
-            if self.detector is not None:
-                camera.prepare = self.detector.prepare  # preprocessing runs in the capture threads
-            camera.start()
+            # Preprocessing runs in the capture threads, overlapping inference.
+            camera.start(on_frame=self._frame_ready.set, prepare=detector.prepare)
 
     def pause(self) -> None:
         self._paused.set()
@@ -122,10 +130,17 @@ class Pipeline:
     def paused(self) -> bool:
         return self._paused.is_set()
 
-    def change_detector(self, change: Callable[[Detector], None]) -> None:
-        """Apply ``change`` to the detector's postprocessing in the publish thread (which
-        decodes the outputs), between two batches."""
-        self._pending_changes.put(change)
+    @property
+    def settings(self) -> Optional[RuntimeSettings]:
+        return self._settings
+
+    def apply(self, settings: RuntimeSettings) -> None:
+        """New settings (a reload, a command): the publish thread takes them at its next batch."""
+        self._settings = settings
+
+    def reset_counts(self, camera: Optional[str] = None) -> None:
+        """Counting-line totals of ``camera`` (None: every camera) back to zero, in the publish thread."""
+        self._requests.put(camera)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop capture, finish the frame in flight, drain the results to the sinks, close them."""
@@ -209,18 +224,19 @@ class Pipeline:
             self.cameras.append(self.cameras.pop(0))
         return frames
 
-    def _apply_changes(self, detector: Detector) -> None:
-        while True:
-            try:
-                change = self._pending_changes.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                change(detector)
-            except Exception:
-                log.exception("could not apply a settings change")
+    def _apply_settings(self, detector: Detector) -> Optional[RuntimeSettings]:
+        """The settings for this batch; the decoder takes new thresholds when they changed."""
+        settings = self._settings
+        if settings is not self._applied:
+            self._applied = settings
+            if settings is not None:
+                try:
+                    detector.postprocess.update(settings.decode)
+                except Exception:
+                    log.exception("could not apply the new thresholds; keeping the previous ones")
+        return settings
 
-    def _results_put(self, item: Optional[FrameResult]) -> None:
+    def _results_put(self, item: Optional[_Inferred]) -> None:
         while True:
             try:
                 self._results.put(item, timeout=POLL_S)
@@ -235,36 +251,54 @@ class Pipeline:
 
     def _publish_loop(self) -> None:
         while True:
+            self._serve_requests()
             try:
                 item = self._results.get(timeout=POLL_S)
             except queue.Empty:
                 if self._stop.is_set() and not any(t.is_alive() for t in self._threads[:1]):
-                    return
+                    break
                 continue
             if item is None:
-                return
+                break
             detector = self.detector
-            assert detector is not None
-            self._apply_changes(detector)  # thresholds change between batches, where they are used
+            if detector is None:  # cannot happen: results come only from a loaded detector
+                continue
+            settings = self._apply_settings(detector)  # thresholds change between batches
             try:
-                results = self._decode(detector, item)
+                results = self._decode(detector, settings, item)
             except Exception as exc:  # a model whose outputs cannot be decoded: stop, say why
                 log.exception("decoding the model's outputs failed")
                 self.error = exc
                 self.finished.set()
                 continue
-            for result in results:
-                for sink in self.sinks:
-                    try:
-                        sink.handle(result)
-                    except Exception:  # a sink failing must not stop the others or the pipeline
-                        self.metrics.count(f"sink_errors_{type(sink).__name__}")
-                        log.exception("sink %s failed", type(sink).__name__)
+            self._deliver(results)
+        if self._scene is not None:
+            self._deliver(self._scene.finish())  # every track ends: track_end, zone_exit, counts
+
+    def _serve_requests(self) -> None:
+        while self._scene is not None:
+            try:
+                camera = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            self._deliver(self._scene.reset_counts(camera))
+
+    def _deliver(self, results: Sequence[FrameResult]) -> None:
+        for result in results:
+            for sink in self.sinks:
+                try:
+                    sink.handle(result)
+                except Exception:  # a sink failing must not stop the others or the pipeline
+                    self.metrics.count(f"sink_errors_{type(sink).__name__}")
+                    log.exception("sink %s failed", type(sink).__name__)
+            if result.kind == "frame":
                 self.metrics.observe("capture_to_publish", (time.monotonic() - result.frame.mono_time) * 1e3,
                                      result.frame.camera)  # per camera: also the processed-frames counter
 
-    def _decode(self, detector: Detector, item: _Inferred) -> List[FrameResult]:
-        """Raw outputs -> detections (NMS, class filters) -> zones, one ``FrameResult`` per frame."""
+    def _decode(self, detector: Detector, settings: Optional[RuntimeSettings], item: _Inferred
+                ) -> List[FrameResult]:
+        """Raw outputs -> detections (NMS, class filters) -> zones, tracking, lines (``Scene``),
+        one ``FrameResult`` per frame."""
         started = time.perf_counter()
         nonfinite_before = detector.postprocess.nonfinite_dropped
         batch = detector.postprocess(item.outputs, item.transforms)
@@ -273,17 +307,14 @@ class Pipeline:
             self.metrics.count("boxes_nonfinite", nonfinite)
         stages = dict(item.stages, postprocess=(time.perf_counter() - started) * 1e3)
         self.metrics.observe("postprocess", stages["postprocess"])
-        zones = self.zones
+        scene = self._scene
         results = []
         for frame, dets in zip(item.frames, batch):
             self.metrics.fps.tick()
-            zone_filter = zones.get(frame.camera)
-            if zone_filter is None:
+            if scene is None:  # cannot happen: the scene is made before the cameras start
                 results.append(FrameResult(frame, dets, stages))
             else:
-                kept, in_zones = zone_filter.apply(dets, frame.width, frame.height)
-                self.metrics.count("detections_outside_zones", len(dets) - len(kept))
-                results.append(FrameResult(frame, kept, stages, in_zones))
+                results.append(scene.frame(settings, frame, dets, stages))
         return results
 
     def stats(self) -> Dict[str, object]:

@@ -28,9 +28,10 @@ from urllib.parse import quote, unquote, urlsplit
 import cv2
 import numpy as np
 
-from agent.runtime.draw import draw_detections
+from agent.runtime.draw import draw_result
 from agent.runtime.http import HttpServer, is_loopback, serve, url_of
-from agent.runtime.pipeline import FrameResult
+from agent.runtime.results import FRAME, FrameResult
+from agent.tracking.zones import ZoneFilter
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,10 @@ SEND_TIMEOUT_S = 10.0  # a client that stops reading is dropped instead of holdi
 
 Point = Tuple[float, float]
 ZoneOutline = Tuple[str, Sequence[Point]]
-#: Per camera: (zone name, polygon in source pixels) pairs, or an object with
-#: ``outlines(width, height)`` such as ``agent.tracking.zones.ZoneFilter`` (for zones given in fractions).
-CameraZones = Union[Sequence[ZoneOutline], Any]
+#: Per camera: (zone name, polygon in source pixels) pairs, or a ``ZoneFilter`` (its zones may
+#: be given in fractions of the frame, so they are resolved per frame size). The daemon passes
+#: none: each result carries the zones and lines it was made with, which win.
+CameraZones = Union[Sequence[ZoneOutline], ZoneFilter]
 
 
 class _Jpeg:
@@ -71,7 +73,7 @@ class PreviewServer:
         self.jpeg_quality = int(jpeg_quality)
         self._requested_port = int(port)
         self._cond = threading.Condition()  # guards the state below; streams wait on it
-        self._zones: Dict[str, Any] = {}
+        self._zones: Dict[str, Union[ZoneFilter, List[Tuple[str, np.ndarray]]]] = {}
         self._known: Set[str] = set(cameras)  # cameras that answer 503 rather than 404 before a frame
         self.set_zones(zones or {})
         self._latest: Dict[str, FrameResult] = {}
@@ -87,9 +89,9 @@ class PreviewServer:
 
     def set_zones(self, zones: Mapping[str, CameraZones]) -> None:
         """Replace the zone outlines (after a config reload); takes effect with the next picture."""
-        converted: Dict[str, Any] = {}
+        converted: Dict[str, Union[ZoneFilter, List[Tuple[str, np.ndarray]]]] = {}
         for camera, outlines in zones.items():
-            if hasattr(outlines, "outlines"):
+            if isinstance(outlines, ZoneFilter):
                 converted[camera] = outlines  # resolved per frame: may depend on the frame size
             else:  # converted once, not per frame
                 converted[camera] = [(str(name), np.asarray(points, np.float64).reshape(-1, 2))
@@ -145,7 +147,11 @@ class PreviewServer:
 
     # ------------------------------------------------------------ sink (publish thread)
 
+    draws_tracks = True  # the pipeline computes trails for sinks that say so
+
     def handle(self, result: FrameResult) -> None:
+        if result.kind != FRAME:  # events and counts only: no new picture
+            return
         camera = result.frame.camera
         with self._cond:
             if self._closed:
@@ -166,8 +172,10 @@ class PreviewServer:
 
     def _encode(self, result: FrameResult) -> bytes:
         frame = result.frame
-        canvas = draw_detections(frame.image, result.detections, self.class_names,  # draws on a copy
-                                 self._outlines(frame.camera, frame.width, frame.height))
+        outlines = None  # the result's own zones, else those given to the server
+        if result.camera is None:
+            outlines = self._outlines(frame.camera, frame.width, frame.height)
+        canvas = draw_result(result, self.class_names, outlines)  # draws on a copy
         ok, buffer = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if not ok:
             raise RuntimeError(f"JPEG encoding failed for camera {frame.camera!r}")
@@ -179,7 +187,7 @@ class PreviewServer:
         zones = self._zones.get(camera)
         if zones is None:
             return []
-        if hasattr(zones, "outlines"):
+        if isinstance(zones, ZoneFilter):
             return list(zones.outlines(width, height))
         return zones
 
