@@ -53,7 +53,8 @@ def run_backend_bench(model: Path, backends: Sequence[str] = ("auto",), batch: i
     import numpy as np
 
     from agent.errors import BadInputError
-    from agent.inference.backends.base import choose_backend, open_backend
+    from agent.inference.backends.base import choose_backend
+    from agent.inference.model_path import open_backend
 
     if iterations < 1 or warmup < 0 or batch < 1:
         raise BadInputError("--iterations and --batch must be at least 1, --warmup at least 0")

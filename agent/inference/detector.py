@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import numpy as np
 
-from agent.inference.backends.base import Backend, open_backend
+from agent.inference.backends.base import Backend
+from agent.inference.model_path import open_backend
 from agent.inference.postprocess.postprocessor import Postprocessor, PostprocessSettings
 from agent.inference.preprocess import Preprocessor
 from agent.types import Detections, FitTransform

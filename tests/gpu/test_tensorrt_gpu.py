@@ -33,10 +33,10 @@ from backend_models import (  # noqa: E402
 
 from agent.errors import BackendError, BadInputError, ModelError  # noqa: E402
 from agent.fileio import write_image  # noqa: E402
-from agent.inference.backends.base import open_backend  # noqa: E402
 from agent.inference.backends.engine_meta import sidecar_path  # noqa: E402
 from agent.inference.backends.trt_api import numpy_dtype  # noqa: E402
 from agent.inference.detector import Detector  # noqa: E402
+from agent.inference.model_path import open_backend  # noqa: E402
 from agent.inference.postprocess.postprocessor import PostprocessSettings  # noqa: E402
 from agent.modeltools.tensorrt.build import BuildOptions, build_engine  # noqa: E402
 

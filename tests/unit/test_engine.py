@@ -24,8 +24,8 @@ from backend_models import assert_released, sample_images
 
 from agent.errors import BackendError, BadInputError, ModelError
 from agent.fileio import list_images, read_image, write_image
-from agent.inference.backends.base import open_backend
 from agent.inference.backends.onnx_info import read_summary
+from agent.inference.model_path import open_backend
 from agent.inference.postprocess.decode import cxcywh_to_xyxy
 from agent.inference.preprocess import Preprocessor
 from agent.modeltools.tensorrt.build import BuildOptions, build_engine

@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -36,8 +36,8 @@ SUFFIX_BACKENDS: Dict[str, Tuple[str, ...]] = {
     ".engine": ("tensorrt",),
     ".plan": ("tensorrt",),
     ".onnx": ("onnxruntime", "opencv"),
-    # darknet: converted once to a cached ONNX model (agent/modeltools/darknet/to_onnx.py),
-    # or OpenCV's importer
+    # darknet: converted once to a cached ONNX model, or read by OpenCV's importer (the step
+    # above the backends, agent/inference/model_path.py, decides)
     ".cfg": ("onnxruntime", "opencv"),
 }
 
@@ -48,6 +48,21 @@ INSTALL_HINTS: Dict[str, str] = {
     "onnxruntime": "pip install 'detection-agent[cpu]'",
     "opencv": "pip install opencv-python-headless",
 }
+
+
+class DarknetNetwork(NamedTuple):
+    """A darknet ``.cfg`` for OpenCV's own importer: the weights beside it and what the cfg says."""
+
+    weights: Path
+    info: ModelInfo
+
+
+class ModelFile(NamedTuple):
+    """What a backend loads, worked out above the backends (agent/inference/model_path.py)."""
+
+    path: Path  # .engine/.plan, .onnx, or a darknet .cfg (OpenCV only, with ``darknet``)
+    backend: str  # a REGISTRY name
+    darknet: Optional[DarknetNetwork] = None
 
 
 class Backend(Protocol):
@@ -117,28 +132,18 @@ def choose_backend(model_path: Path, requested: str = "auto") -> str:
     return requested
 
 
-def open_backend(model_path: Path, requested: str = "auto", batch_size: int = 1,
-                 class_names: Optional[Sequence[str]] = None, threads: Optional[int] = None) -> Backend:
-    """Load ``model_path`` with the chosen backend; ``threads`` (CPU backends) None: runtime default."""
-    model_path = Path(model_path)
-    if not model_path.exists():
-        raise ModelError(f"{model_path}: model file not found")
-    name = choose_backend(model_path, requested)
-    if name == "tensorrt" and requested == "auto" and not installed("tensorrt"):
-        # A device config on a machine without TensorRT: run the ONNX model the engine came from.
-        onnx_path = model_path.with_suffix(".onnx")
-        if onnx_path.is_file():
-            log.warning("%s: TensorRT is not installed; running %s instead", model_path, onnx_path.name)
-            model_path, name = onnx_path, choose_backend(onnx_path, "auto")
-    if model_path.suffix.lower() == ".cfg" and name != "opencv":
-        from agent.modeltools.darknet.to_onnx import cached_onnx
-
-        model_path = cached_onnx(model_path)
+def load_backend(model: ModelFile, batch_size: int = 1, class_names: Optional[Sequence[str]] = None,
+                 threads: Optional[int] = None) -> Backend:
+    """Load a resolved model (``agent.inference.model_path.open_backend`` resolves and loads)."""
+    name = model.backend
     module_name, class_name = REGISTRY[name].split(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except ImportError as exc:
         raise BackendError(f"backend {name!r} needs a library that is not installed: {exc} "
                            f"({INSTALL_HINTS[name]})") from exc
-    log.info("loading %s with the %s backend", model_path, name)
-    return cls(model_path, batch_size=batch_size, class_names=class_names, threads=threads)
+    log.info("loading %s with the %s backend", model.path, name)
+    if model.darknet is not None:
+        return cls(model.path, batch_size=batch_size, class_names=class_names, threads=threads,
+                   darknet=model.darknet)
+    return cls(model.path, batch_size=batch_size, class_names=class_names, threads=threads)

@@ -23,9 +23,8 @@ import cv2
 import numpy as np
 
 from agent.errors import BackendError, ModelError
-from agent.inference.backends.base import WarmupMixin
+from agent.inference.backends.base import DarknetNetwork, WarmupMixin
 from agent.inference.backends.onnx_info import read_summary
-from agent.modeltools.darknet import cfg as darknet
 from agent.types import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -43,11 +42,15 @@ class OpenCVBackend(WarmupMixin):
     name = "opencv"
 
     def __init__(self, model_path: Path, batch_size: int = 1, class_names: Optional[Sequence[str]] = None,
-                 threads: Optional[int] = None) -> None:
+                 threads: Optional[int] = None, darknet: Optional[DarknetNetwork] = None) -> None:
+        """``darknet``: for a ``.cfg``, its weights and ``ModelInfo`` (agent/inference/model_path.py)."""
         model_path = Path(model_path)
         self._darknet = model_path.suffix.lower() == ".cfg"
         if self._darknet:
-            self.info, self._net, self._model_batch = self._load_darknet(model_path, class_names)
+            if darknet is None:
+                raise ModelError(f"{model_path}: a darknet cfg is opened through "
+                                 "agent.inference.model_path.open_backend (it finds the weights)")
+            self.info, self._net, self._model_batch = self._load_darknet(model_path, darknet)
         else:
             self.info, self._net, self._model_batch = self._load_onnx(model_path, class_names)
         if threads:
@@ -67,15 +70,14 @@ class OpenCVBackend(WarmupMixin):
         self._batch_size = int(self._model_batch) if fixed else max(int(batch_size), 1)
 
     @staticmethod
-    def _load_darknet(model_path: Path, class_names: Optional[Sequence[str]]) -> Tuple[ModelInfo, Any, None]:
+    def _load_darknet(model_path: Path, darknet: DarknetNetwork) -> Tuple[ModelInfo, Any, None]:
         if not hasattr(cv2.dnn, "readNetFromDarknet"):
             raise BackendError(f"OpenCV {cv2.__version__} has no darknet importer (removed in 5.x); "
                                "install opencv-python-headless 4.x")
-        weights = darknet.weights_for(model_path)
         # OpenCV emits decoded rows per head; the decoder sees them as the objectness layout.
-        info = dataclasses.replace(darknet.model_info(model_path, class_names), output_format="objectness")
+        info = dataclasses.replace(darknet.info, output_format="objectness")
         try:
-            net = cv2.dnn.readNetFromDarknet(str(model_path), str(weights))
+            net = cv2.dnn.readNetFromDarknet(str(model_path), str(darknet.weights))
         except cv2.error as exc:
             raise ModelError(f"{model_path}: OpenCV cannot load this darknet model: "
                              f"{str(exc).strip().splitlines()[-1]}") from None

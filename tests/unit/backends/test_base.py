@@ -13,6 +13,7 @@ from agent.errors import BackendError, ModelError
 from agent.inference.backends import base
 from agent.inference.backends.engine_meta import parse_version
 from agent.inference.backends.onnxruntime import choose_providers
+from agent.inference.model_path import open_backend
 
 
 def _only(*present):
@@ -54,7 +55,7 @@ def test_auto_runs_the_onnx_beside_an_engine_without_tensorrt(monkeypatch, model
     monkeypatch.setattr(base, "installed", _only("onnxruntime", "opencv"))
     shutil.copy(model_path, tmp_path / "model.onnx")
     (tmp_path / "model.engine").write_bytes(b"plan")
-    backend = base.open_backend(tmp_path / "model.engine", "auto")
+    backend = open_backend(tmp_path / "model.engine", "auto")
     assert backend.name == "onnxruntime"
     backend.close()
 
@@ -75,7 +76,7 @@ def test_choose_providers(tmp_path):
 
 
 def test_onnxruntime_thread_count(model_path):
-    backend = base.open_backend(model_path, "onnxruntime", threads=1)
+    backend = open_backend(model_path, "onnxruntime", threads=1)
     assert backend._session.get_session_options().intra_op_num_threads == 1
     assert backend.providers == ["CPUExecutionProvider"]
     backend.close()
@@ -84,8 +85,8 @@ def test_onnxruntime_thread_count(model_path):
 
 
 def test_opencv_runs_a_fixed_batch_one_model_image_by_image(model_path):
-    backend = base.open_backend(model_path, "opencv", batch_size=2)
-    single = base.open_backend(model_path, "opencv")
+    backend = open_backend(model_path, "opencv", batch_size=2)
+    single = open_backend(model_path, "opencv")
     assert backend.input_shape[0] == 2 and backend.target == "cpu"
     batch = np.random.default_rng(0).random((2, 3, 416, 416), dtype=np.float32)
     (both,) = backend.infer(batch)
@@ -97,10 +98,10 @@ def test_opencv_runs_a_fixed_batch_one_model_image_by_image(model_path):
 
 def test_opencv_onnx_needs_float32_input_and_the_onnx_package(fp16_model, model_path, monkeypatch):
     with pytest.raises(ModelError, match=r"OpenCV DNN takes float32 input.*onnxruntime"):
-        base.open_backend(fp16_model, "opencv")
+        open_backend(fp16_model, "opencv")
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(BackendError, match="opencv backend needs the onnx package"):
-        base.open_backend(model_path, "opencv")
+        open_backend(model_path, "opencv")
 
 
 def test_corrupt_onnx_is_a_model_error(tmp_path):
@@ -108,7 +109,7 @@ def test_corrupt_onnx_is_a_model_error(tmp_path):
     bad.write_bytes(b"\x08\x07garbage" * 10)
     for backend in ("onnxruntime", "opencv"):
         with pytest.raises(ModelError):
-            base.open_backend(bad, backend)
+            open_backend(bad, backend)
 
 
 def test_model_without_project_metadata_uses_ultralytics_keys(model_path, tmp_path):
@@ -118,7 +119,7 @@ def test_model_without_project_metadata_uses_ultralytics_keys(model_path, tmp_pa
     model.metadata_props.extend(kept)
     onnx.save(model, str(tmp_path / "plain.onnx"))
     for name in ("onnxruntime", "opencv"):
-        backend = base.open_backend(tmp_path / "plain.onnx", name)
+        backend = open_backend(tmp_path / "plain.onnx", name)
         assert backend.info.input_size == (416, 416) and len(backend.info.class_names) == 3
         backend.close()
 

@@ -19,8 +19,8 @@ import pytest
 from backend_models import add_typed_outputs, assert_released
 
 from agent.errors import BackendError, ModelError
-from agent.inference.backends.base import open_backend
 from agent.inference.backends.engine_meta import sidecar_path
+from agent.inference.model_path import open_backend
 from agent.modeltools.tensorrt.build import BuildOptions, build_engine
 
 
