@@ -103,7 +103,9 @@ def response_topic_allowed(topic: str, result_topic: str, prefix: Optional[str])
         return False
     if topic == result_topic or topic.startswith(result_topic + "/"):
         return True
-    return bool(prefix) and topic.startswith(f"{prefix}/") and len(topic) > len(prefix) + 1
+    if not prefix:
+        return False
+    return topic.startswith(f"{prefix}/") and len(topic) > len(prefix) + 1
 
 
 def request_id(payload: bytes, max_payload: int) -> Any:

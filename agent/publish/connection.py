@@ -120,7 +120,7 @@ class _Client(paho.Client):
 
     def _create_socket(self) -> Any:  # paho internal; without it we only lose the detail
         try:
-            return super()._create_socket()  # type: ignore[misc]
+            return super()._create_socket()  # type: ignore[misc]  # paho's private method, untyped
         except OSError as exc:
             self.socket_error = exc
             raise

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -313,7 +314,7 @@ class Sender:
         try:
             for event in events:
                 if event[1] == self._gen:  # else from a client already thrown away
-                    self._guarded(lambda event=event: self._handle_event(event, acked))
+                    self._guarded(functools.partial(self._handle_event, event, acked))
         finally:
             if acked:  # even after an error: what the broker acknowledged leaves the spool
                 self.spool.remove(acked)

@@ -121,7 +121,7 @@ class DiskStore:
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (msg.topic, msg.payload, msg.qos, int(msg.retain), msg.key,
                      json.dumps(msg.props) if msg.props else None, msg.created))
-                msg.id = int(cur.lastrowid)
+                msg.id = int(cur.lastrowid or 0)  # an INSERT always sets it; 0 only to satisfy the type
             self.db.execute("COMMIT")
             return gone
         return self._run(work)

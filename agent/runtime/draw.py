@@ -15,7 +15,7 @@ from agent.types import Detections
 def class_colour(class_id: int) -> Tuple[int, int, int]:
     """A stable, well-spread BGR colour per class (golden-ratio hue steps)."""
     hue = int((class_id * 0.618033988749895 % 1.0) * 179)
-    hsv = np.uint8([[[hue, 200, 255]]])
+    hsv = np.array([[[hue, 200, 255]]], np.uint8)
     b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
     return int(b), int(g), int(r)
 
@@ -44,11 +44,11 @@ def draw_detections(image: np.ndarray, detections: Detections, names: Sequence[s
         text = f"{name} in {line_totals['in']} out {line_totals['out']}" if line_totals else name
         cv2.putText(canvas, text, (min(pa[0], pb[0]) + 3, max(min(pa[1], pb[1]) - 6, 12)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.5, LINE_COLOUR, 1, cv2.LINE_AA)
-    for track_id, points in (trails or {}).items():
-        if len(points) > 1:
-            path: List[List[int]] = [[round(x), round(y)] for x, y in points]
+    for tid, trail in (trails or {}).items():
+        if len(trail) > 1:
+            path: List[List[int]] = [[round(x), round(y)] for x, y in trail]
             cv2.polylines(canvas, [np.asarray(path, np.int32).reshape(-1, 1, 2)], False,
-                          class_colour(track_id + 7), thickness)
+                          class_colour(tid + 7), thickness)
     for name, polygon in zones:
         points = np.round(np.asarray(polygon)).astype(np.int32).reshape(-1, 1, 2)
         cv2.polylines(canvas, [points], True, ZONE_COLOUR, thickness)

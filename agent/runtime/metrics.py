@@ -55,7 +55,7 @@ class HistogramSnapshot(NamedTuple):
     sum_ms: float
 
     @property
-    def count(self) -> int:
+    def count(self) -> int:  # type: ignore[override]  # a property named like tuple.count, by design
         return sum(self.counts)
 
 

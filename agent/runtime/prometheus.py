@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from agent.publish.api import Publisher
 from agent.runtime.health import Health, agent_version, check_health
 from agent.runtime.http import HttpServer, is_loopback, serve, url_of
 from agent.runtime.metrics import HistogramSnapshot, gpu_load_percent, thermal_zones
@@ -68,7 +69,7 @@ SINK_ERRORS = "sink_errors_"
 MESSAGE_KINDS = ("detections", "events", "counts", "snapshot", "stats", "status", "command_result", "other")
 
 PipelineSource = Callable[[], Optional[Pipeline]]
-PublisherSource = Callable[[], Optional[object]]  # an agent.publish.mqtt.MqttPublisher, when MQTT is on
+PublisherSource = Callable[[], Optional[Publisher]]  # an agent.publish.mqtt.MqttPublisher, when MQTT is on
 
 
 def _counter(name: str, doc: str, labels: Optional[List[str]] = None) -> CounterMetricFamily:
@@ -112,7 +113,7 @@ class AgentCollector:
             yield from self._pipeline_metrics(pipeline)
         publisher = self._publisher()
         if publisher is not None:
-            yield from self._publisher_metrics(publisher.counters())  # type: ignore[attr-defined]
+            yield from self._publisher_metrics(publisher.counters())
         yield from self._system_metrics()
 
     # -- the pipeline and its cameras -------------------------------------------------------------
@@ -137,14 +138,14 @@ class AgentCollector:
                                   snapshot.sum_ms / 1000.0)
             yield family
         counters = pipeline.metrics.counters()
-        for key, (name, doc) in PIPELINE_COUNTERS.items():
-            family = _counter(name, doc)
-            family.add_metric([], float(counters.get(key, 0)))
-            yield family
+        for counter_key, (name, doc) in PIPELINE_COUNTERS.items():  # not ``key``: typed by the loop above
+            counter = _counter(name, doc)
+            counter.add_metric([], float(counters.get(counter_key, 0)))
+            yield counter
         sink_errors = _counter("sink_errors", "Results a sink failed to handle (logged), by sink.", ["sink"])
-        for key, value in sorted(counters.items()):
-            if key.startswith(SINK_ERRORS):
-                sink_errors.add_metric([key[len(SINK_ERRORS):]], float(value))
+        for counter_key, value in sorted(counters.items()):
+            if counter_key.startswith(SINK_ERRORS):
+                sink_errors.add_metric([counter_key[len(SINK_ERRORS):]], float(value))
         yield sink_errors
         age = _gauge("inference_heartbeat_age_seconds", "Seconds since the inference loop last went round.")
         age.add_metric([], max(0.0, time.monotonic() - pipeline.heartbeat))
@@ -183,7 +184,7 @@ class AgentCollector:
     # -- MQTT and the spool -----------------------------------------------------------------------
 
     @staticmethod
-    def _publisher_metrics(counters: Dict[str, object]) -> Iterator[Metric]:
+    def _publisher_metrics(counters: Dict[str, Any]) -> Iterator[Metric]:
         def number(key: str) -> float:
             value = counters.get(key, 0)
             return float(value) if isinstance(value, (int, float)) else 0.0
@@ -193,13 +194,13 @@ class AgentCollector:
         yield connected
         published = _counter("mqtt_messages_published", "Messages delivered, by topic kind: acknowledged by "
                              "the broker (QoS 1) or written to the socket (QoS 0).", ["kind"])
-        by_kind = dict(counters.get("published_by") or {})  # type: ignore[call-overload]
+        by_kind = dict(counters.get("published_by") or {})
         for kind in sorted(set(MESSAGE_KINDS) | set(by_kind)):
             published.add_metric([kind], float(by_kind.get(kind, 0)))
         yield published
         dropped = _counter("mqtt_messages_dropped", "Messages given up, by reason (queue full, spool "
                            "bounds, QoS 0 while offline, refused by the broker...).", ["reason"])
-        for reason, value in sorted(dict(counters.get("dropped_by") or {}).items()):  # type: ignore[call-overload]
+        for reason, value in sorted(dict(counters.get("dropped_by") or {}).items()):
             dropped.add_metric([str(reason)], float(value))
         yield dropped
         for key, name, doc in (
@@ -264,6 +265,8 @@ class MetricsServer:
         self._requested_port = int(port)
         self.registry = build_registry(pipeline, publisher, self.health)
         self.scrapes = 0
+        self.scrape_cpu_s = 0.0  # CPU time of the threads that answered /metrics (bench --scrape-hz)
+        self._lock = threading.Lock()
         self._server: Optional[HttpServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -315,6 +318,7 @@ class MetricsServer:
     def _route(self, request: BaseHTTPRequestHandler) -> None:
         path = urlsplit(request.path).path.rstrip("/") or "/"
         if path == "/metrics":
+            started = time.thread_time()
             encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
             try:
                 body = encoder(self.registry)
@@ -323,8 +327,10 @@ class MetricsServer:
                 _send(request, 500, "text/plain; charset=utf-8",
                       b"collecting the metrics failed (see the log)\n")
                 return
-            self.scrapes += 1
             _send(request, 200, content_type, body)
+            with self._lock:  # one thread per request: scrapes may overlap
+                self.scrapes += 1
+                self.scrape_cpu_s += time.thread_time() - started
         elif path == "/healthz":
             health = self.health()
             _send(request, 200 if health.ok else 503, "application/json",

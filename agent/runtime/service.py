@@ -136,7 +136,7 @@ def install_signal_handlers(on_stop: Callable[[], None], on_reload: Callable[[],
 
 def restore_signal_handlers(previous: Dict[int, object]) -> None:
     for signum, handler in previous.items():
-        signal.signal(signum, handler)  # type: ignore[arg-type]
+        signal.signal(signum, handler)  # type: ignore[arg-type]  # what signal.signal returned before
 
 
 LOCK_NAME = "agent.lock"

@@ -169,7 +169,7 @@ class VideoSink:
     def _open(self, camera: str, width: int, height: int) -> cv2.VideoWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         partial = self.folder / f".{camera}.partial.mp4"
-        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (width, height))
         if not writer.isOpened():
             raise CaptureError(f"cannot write the annotated video {partial}")
         self._writers[camera], self._partial[camera] = writer, partial

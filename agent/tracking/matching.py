@@ -47,7 +47,7 @@ def _scipy_solver(cost: np.ndarray, limit: float) -> List[Tuple[int, int]]:
 
 
 def _lap_solver(cost: np.ndarray, limit: float) -> List[Tuple[int, int]]:
-    import lap  # type: ignore[import-not-found]
+    import lap  # type: ignore[import-not-found]  # optional, often not installed
 
     _, x, _ = lap.lapjv(cost, extend_cost=True, cost_limit=limit + 1e-9)
     return [(int(r), int(c)) for r, c in enumerate(x) if c >= 0 and cost[r, c] <= limit]
@@ -57,7 +57,7 @@ def _pick_solver() -> Solver:
     global _solver
     if _solver is None:
         try:
-            import lap  # type: ignore[import-not-found]  # noqa: F401
+            import lap  # type: ignore[import-not-found]  # noqa: F401  # optional
 
             _solver = _lap_solver
         except ImportError:

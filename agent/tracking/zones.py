@@ -77,7 +77,7 @@ class ZoneFilter:
             return dets, [[] for _ in range(len(dets))]
         member = np.stack([zone.contains(dets, width, height) for zone in self.zones], axis=1)  # (N,Z)
         if self.require_zone:
-            keep = member.any(axis=1)
+            keep = np.asarray(member.any(axis=1), bool)
             dets, member = dets[keep], member[keep]
         names = [zone.name for zone in self.zones]
         return dets, [[names[j] for j in np.flatnonzero(row)] for row in member]

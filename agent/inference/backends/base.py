@@ -99,9 +99,9 @@ class WarmupMixin:
     """``warmup`` for every backend: the first calls are slow (allocation, CUDA init, autotuning)."""
 
     def warmup(self, runs: int = 1) -> None:
-        dummy = np.zeros(self.input_shape, self.input_dtype)  # type: ignore[attr-defined]
+        dummy = np.zeros(self.input_shape, self.input_dtype)  # type: ignore[attr-defined]  # the Backend's
         for _ in range(runs):
-            self.infer(dummy)  # type: ignore[attr-defined]
+            self.infer(dummy)  # type: ignore[attr-defined]  # the Backend's, mixed in
 
 
 def choose_backend(model_path: Path, requested: str = "auto") -> str:

@@ -49,7 +49,8 @@ def info_from_metadata(meta: Dict[str, str], input_hw: Tuple[Optional[int], Opti
     if not imgsz or None in imgsz:
         raise ModelError(f"{model_path}: the input size is dynamic and the model has no metadata; "
                          "set model.input_size in the config")
-    return ModelInfo(input_size=(int(imgsz[0]), int(imgsz[-1])), class_names=class_names,
+    dims = [int(v) for v in imgsz if v is not None]  # none is None here: checked above
+    return ModelInfo(input_size=(dims[0], dims[-1]), class_names=class_names,
                      resize_mode="letterbox", name=model_path.stem)
 
 
@@ -68,7 +69,7 @@ def load_onnx(model_path: Path, purpose: str) -> object:
 
 def summarize(model: object, model_path: Path) -> OnnxSummary:
     """The image input, outputs and ``ModelInfo`` of an ``onnx.ModelProto``."""
-    graph = model.graph  # type: ignore[attr-defined]
+    graph = model.graph  # type: ignore[attr-defined]  # an onnx protobuf
     weights = {init.name for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in weights]
     if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
@@ -78,9 +79,10 @@ def summarize(model: object, model_path: Path) -> OnnxSummary:
     if elem not in ONNX_IMAGE_TYPES:
         raise ModelError(f"{model_path}: input type {elem} is not float32 or float16")
     shape = _dims(inputs[0])
-    meta = {p.key: p.value for p in model.metadata_props}  # type: ignore[attr-defined]
+    meta = {p.key: p.value for p in model.metadata_props}  # type: ignore[attr-defined]  # an onnx protobuf
     info = info_from_metadata(meta, (shape[2], shape[3]), Path(model_path))
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),  # type: ignore[attr-defined]
+    opset = max((o.version for o in model.opset_import  # type: ignore[attr-defined]  # an onnx protobuf
+                 if o.domain in ("", "ai.onnx")),
                 default=0)
     return OnnxSummary(info, inputs[0].name, shape, ONNX_IMAGE_TYPES[elem],
                        [o.name for o in graph.output], opset)
@@ -91,5 +93,5 @@ def read_summary(model_path: Path, purpose: str) -> OnnxSummary:
 
 
 def _dims(value_info: object) -> Tuple[Optional[int], ...]:
-    dims = value_info.type.tensor_type.shape.dim  # type: ignore[attr-defined]
+    dims = value_info.type.tensor_type.shape.dim  # type: ignore[attr-defined]  # an onnx protobuf
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)

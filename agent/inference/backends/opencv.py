@@ -67,7 +67,7 @@ class OpenCVBackend(WarmupMixin):
         self._outputs = list(self._net.getUnconnectedOutLayersNames())
         # A fixed batch of 1 (an ultralytics export) takes bigger batches image by image.
         fixed = self._model_batch is not None and self._model_batch > 1
-        self._batch_size = int(self._model_batch) if fixed else max(int(batch_size), 1)
+        self._batch_size = int(self._model_batch or 1) if fixed else max(int(batch_size), 1)
 
     @staticmethod
     def _load_darknet(model_path: Path, darknet: DarknetNetwork) -> Tuple[ModelInfo, Any, None]:

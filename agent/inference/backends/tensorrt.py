@@ -75,7 +75,7 @@ class TensorRTBackend(WarmupMixin):
             self.tensorrt_version = str(trt.__version__)
             if meta is not None:
                 check_compatible(meta, model_path, self.tensorrt_version, self.gpu_name,
-                                 self.compute_capability)  # type: ignore[arg-type]
+                                 self.compute_capability)  # type: ignore[arg-type]  # a 2-tuple from pycuda
             else:
                 log.warning("%s: no %s.json sidecar: cannot check the TensorRT version and GPU before "
                             "loading; class names come from --names or the config", model_path,
@@ -207,7 +207,7 @@ class TensorRTBackend(WarmupMixin):
     def _allocate(self) -> None:
         """Buffers for the largest batch; shapes of smaller batches are prefixes of them."""
         self._current_batch = 0
-        self._out_shapes: List[Tuple[int, ...]] = [s.shape for s in self._out_specs]
+        self._out_shapes = [s.shape for s in self._out_specs]
         if -1 in self._in_spec.shape:
             self._set_batch(self._batch)
         self._in = self._buffers.allocate(self._in_spec.name, True, (self._batch, *self._chw),

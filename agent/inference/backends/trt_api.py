@@ -67,7 +67,7 @@ def process_logger(trt: Any) -> Any:
 
 
 def _make_logger(trt: Any) -> Any:
-    class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
+    class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]  # tensorrt has no stubs
         """Forwards to ``logging``; errors also go to the ``TrtErrors`` blocks of this thread."""
 
         def __init__(self) -> None:

@@ -232,7 +232,7 @@ def _match_heads_to_anchors(outputs: Sequence[np.ndarray], info: ModelInfo
     scales = info.scale_x_y or [1.0] * len(outputs)
     if info.strides:
         by_stride = {s: i for i, s in enumerate(info.strides)}
-        paired = []
+        paired: List[Tuple[np.ndarray, Sequence[Tuple[float, float]], float]] = []
         for out in outputs:
             stride = round(in_h / out.shape[2])
             if stride not in by_stride:
@@ -241,7 +241,7 @@ def _match_heads_to_anchors(outputs: Sequence[np.ndarray], info: ModelInfo
             i = by_stride[stride]
             paired.append((out, info.anchors[i], float(scales[i])))
         return paired
-    return [(out, info.anchors[i], float(scales[i])) for i, out in enumerate(outputs)]
+    return [(out, list(info.anchors[i]), float(scales[i])) for i, out in enumerate(outputs)]
 
 
 def _join(parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Candidates:
