@@ -1,27 +1,45 @@
-"""The project's exception hierarchy.
+"""The project's exception hierarchy and the process exit codes.
 
-Every error the agent raises on purpose is an ``AgentError``. The CLI turns one into a
-single ``error: ...`` line and an exit code: 2 when the user's input is at fault (config,
-model file, data set), 1 when something failed at run time (backend, camera, broker), 3
-when ``run`` finds another agent already running on the same state directory.
+Every error the agent raises on purpose is an ``AgentError``. The command line
+(agent/cli/errors.py) turns one into a single ``error: ...`` line and the error's exit code.
+Every exit code of ``detection-agent``, in one place:
+
+====  =======================  =====================================================================
+code  name                     when
+====  =======================  =====================================================================
+0     ``EXIT_OK``              done; ``ensure-engine``: the engine is current, was built, or none is needed
+1     ``EXIT_FAILURE``         a run-time failure (backend, camera, broker, disk); ``ensure-engine``: an
+                               engine is needed and could not be built (or, with ``--check``, is needed)
+2     ``EXIT_BAD_INPUT``       bad usage or bad input (arguments, config, model file, data set)
+3     ``EXIT_ALREADY_RUNNING`` ``run``: another agent holds this config's state directory
+4     ``EXIT_UNDELIVERED``     ``run``: stopped with messages still in the spool after the drain
+130   ``EXIT_INTERRUPTED``     interrupted (Ctrl-C)
+====  =======================  =====================================================================
 """
 
 from __future__ import annotations
 
 from typing import Iterable, List
 
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_ALREADY_RUNNING = 3
+EXIT_UNDELIVERED = 4
+EXIT_INTERRUPTED = 130
+
 
 class AgentError(Exception):
     """Base of all errors the agent raises deliberately."""
 
     #: Process exit code the CLI uses for this error.
-    exit_code = 1
+    exit_code = EXIT_FAILURE
 
 
 class BadInputError(AgentError):
     """The user gave something unusable (a file, a value, a path): exit code 2."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class ConfigError(BadInputError):
@@ -55,7 +73,7 @@ class AlreadyRunningError(AgentError):
     running" from a failure worth retrying.
     """
 
-    exit_code = 3
+    exit_code = EXIT_ALREADY_RUNNING
 
 
 class CaptureError(AgentError):

@@ -20,18 +20,6 @@ from typing import Any, Dict, List, Optional, Sequence
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The backend-latency options of ``bench``."""
-    parser.add_argument("--model", help="time raw inference of this model (.onnx, .engine, .cfg)")
-    parser.add_argument("--backend", default="auto",
-                        help="auto | tensorrt | onnxruntime | opencv; several, comma-separated, run "
-                             "interleaved in one process (default auto)")
-    parser.add_argument("--batch", type=int, default=1, help="images per inference call (default 1)")
-    parser.add_argument("--iterations", type=int, default=100, help="timed calls per backend (default 100)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
-    parser.add_argument("--threads", type=int, help="CPU threads for onnxruntime/opencv (default: runtime's)")
-
-
 def percentile(ordered: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of an ascending sequence."""
     rank = max(1, math.ceil(q / 100.0 * len(ordered)))

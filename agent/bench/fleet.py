@@ -43,30 +43,6 @@ log = logging.getLogger(__name__)
 GROUP = "fleet"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--fleet`` options of ``bench``."""
-    g = parser.add_argument_group("fleet (--fleet)")
-    g.add_argument("--fleet", action="store_true",
-                   help="N simulated agents (real publisher, spool, run/seq, status) -> a local Mosquitto "
-                        "-> K shared-subscription record consumers, broker restarted mid-run; proves every "
-                        "seq arrived exactly once and reports msgs/s, latency and CPU")
-    g.add_argument("--agents", type=int, default=50, help="simulated agents (default 50)")
-    g.add_argument("--rate", type=float, default=5.0, help="messages/s per agent (default 5)")
-    g.add_argument("--duration", type=float, default=30.0, help="seconds of publishing (default 30)")
-    g.add_argument("--consumers", type=int, default=3, help="record processes in the group (default 3)")
-    g.add_argument("--restart-at", type=float,
-                   help="seconds into the run to restart the broker (default half way; 0: no restart)")
-    g.add_argument("--restart-down", type=float, default=2.0,
-                   help="seconds the broker stays down (default 2)")
-    g.add_argument("--processes", type=int, metavar="P",
-                   help="worker processes for the agents (default: one per 100 agents)")
-    g.add_argument("--fleet-protocol", choices=["3.1.1", "5"], default="5", help="agents' MQTT version")
-    g.add_argument("--fleet-dir", metavar="DIR",
-                   help="keep spools, recordings and the broker log here (default: a temporary folder)")
-    g.add_argument("--drain-timeout", type=float, default=120.0,
-                   help="seconds to wait after publishing for every message to arrive (default 120)")
-
-
 def run_fleet_bench(args: argparse.Namespace) -> Dict[str, Any]:
     if args.agents < 1 or args.rate <= 0 or args.duration <= 0 or args.consumers < 1:
         raise BadInputError("bench --fleet: --agents and --consumers at least 1, --rate and --duration "
@@ -281,4 +257,4 @@ def report_lines(r: Dict[str, Any]) -> List[str]:
     return lines
 
 
-__all__ = ["add_arguments", "report_lines", "run_fleet_bench"]
+__all__ = ["report_lines", "run_fleet_bench"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
+from agent.cli.arguments import configured_detector
 from agent.errors import DataError
 from agent.fileio import atomic_write_text, list_images, read_image, write_image
 from agent.inference.detector import DetectorSettings, build_detector
@@ -16,6 +18,35 @@ from agent.inference.postprocess.postprocessor import PostprocessSettings
 from agent.runtime.draw import draw_detections
 
 log = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("detect", help="one-shot detection on images")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files, folders or glob patterns")
+    p.add_argument("--model", required=True,
+                   help="model file: .onnx, .engine/.plan (TensorRT) or .cfg (with its .weights beside it)")
+    p.add_argument("--backend", default="auto",
+                   help="auto | tensorrt | onnxruntime | opencv (default auto: TensorRT for engines, "
+                        "ONNX Runtime for .onnx and for .cfg, converted on the fly)")
+    p.add_argument("--names", help="class names file (default: the model's own, or one beside it)")
+    p.add_argument("--config", help="take backend, input size, resize mode, labels, threads and warm-up "
+                                    "from this agent config's model: section, as run does")
+    p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
+    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--max-det", type=int, default=100, help="most detections per image (default 100)")
+    p.add_argument("--classes", nargs="+", metavar="LABEL", help="keep only these labels")
+    p.add_argument("--json", metavar="OUT", help="write all detections as JSON")
+    p.add_argument("--save", metavar="DIR", help="write annotated copies of the images here")
+    p.add_argument("--quiet", action="store_true", help="print nothing per image")
+    p.set_defaults(handler=cmd_detect)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    return run_detect(
+        model=Path(args.model), inputs=args.inputs, backend=args.backend, conf=args.conf, iou=args.iou,
+        max_det=args.max_det, classes=args.classes, json_out=args.json, save_dir=args.save,
+        names_file=args.names, quiet=args.quiet, detector_settings=configured_detector(args.config),
+    )
 
 
 def run_detect(model: Path, inputs: Sequence[str], backend: str = "auto", conf: float = 0.25,

@@ -17,12 +17,13 @@ reads several recordings as one). ``--summary`` writes the report as JSON, with 
 end-to-end latency (receive time minus the message's ``ts``) as a histogram that adds up
 across the members of a group (latency.py).
 
-Only the standard library is imported at module level; paho when the command runs.
+Only the standard library is imported at module level; paho when the recording starts.
+The command's arguments are agent/cli/record.py.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -39,42 +40,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TOPIC = "detection-agent/+/+/detections"
 
 StreamKey = Tuple[str, str, str]  # (device, camera, run)
-
-
-def add_parser(subparsers: Any) -> None:
-    """Register ``record`` on the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "record", help="save detection messages from a broker as JSON lines (for eval)",
-        description="Subscribe to detection topics and write each message's payload as one line, "
-                    "flushed as it arrives; at the end, report seq gaps and duplicates per "
-                    "(device, camera, run). `eval` reads the file as predictions.")
-    p.add_argument("--broker", required=True, metavar="HOST:PORT", help="broker address, e.g. 127.0.0.1:1883")
-    p.add_argument("--topic", action="append", metavar="FILTER",
-                   help=f"topic filter, repeatable (default {DEFAULT_TOPIC})")
-    p.add_argument("--out", required=True, metavar="FILE.jsonl", help="output file, one message per line")
-    p.add_argument("--append", action="store_true", help="append to FILE instead of replacing it")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    p.add_argument("--count", type=int, metavar="N", help="stop after N messages")
-    p.add_argument("--qos", type=int, choices=[0, 1, 2], default=1, help="subscription QoS (default 1)")
-    p.add_argument("--client-id", help="use a persistent session under this client id")
-    p.add_argument("--protocol", choices=["3.1.1", "5"], help="MQTT version (default 3.1.1; 5 with --share)")
-    p.add_argument("--share", metavar="GROUP",
-                   help="join the shared subscription $share/GROUP/FILTER: recorders of one GROUP split "
-                        "the messages (use a --client-id each, so none is lost while one restarts)")
-    p.add_argument("--session-expiry", type=int, default=86400, metavar="S",
-                   help="MQTT 5 with --client-id: seconds the broker keeps the session while the "
-                        "recorder is away (default 86400)")
-    p.add_argument("--summary", metavar="FILE.json",
-                   help="also write the report as JSON: per-stream seq ranges, gaps and duplicates, "
-                        "end-to-end latency histogram")
-    p.add_argument("--username", help="user name; the password comes from $MQTT_PASSWORD or --password-file")
-    p.add_argument("--password-file", metavar="FILE", help="file whose first line is the password")
-    p.add_argument("--ca-file", metavar="PEM",
-                   help="CA certificate: connect with TLS, checking the host name")
-    p.add_argument("--cert-file", metavar="PEM", help="client certificate (with --key-file)")
-    p.add_argument("--key-file", metavar="PEM", help="client certificate's private key")
-    p.add_argument("--tls", action="store_true", help="TLS with the system's CA certificates")
-    p.set_defaults(handler=run_record)
 
 
 def shared_filters(group: Optional[str], topics: Sequence[str]) -> List[str]:
@@ -211,7 +176,32 @@ class Recorder:
                 self.done.set()
 
 
-def run_record(args: argparse.Namespace) -> int:
+@dataclasses.dataclass(frozen=True)
+class RecordOptions:
+    """What to record and how; the fields are ``record``'s options (agent/cli/record.py)."""
+
+    broker: str  # HOST:PORT
+    out: str
+    topic: Optional[Sequence[str]] = None  # topic filters; None: DEFAULT_TOPIC
+    append: bool = False
+    duration: Optional[float] = None
+    count: Optional[int] = None
+    qos: int = 1
+    client_id: Optional[str] = None
+    protocol: Optional[str] = None  # "3.1.1" | "5"; None: 5 with ``share``, else 3.1.1
+    share: Optional[str] = None
+    session_expiry: int = 86400
+    summary: Optional[str] = None
+    username: Optional[str] = None
+    password_file: Optional[str] = None
+    ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    tls: bool = False
+
+
+def run_record(args: RecordOptions) -> int:
+    """Record until ``duration``, ``count``, SIGTERM or Ctrl-C; prints the report, returns 0."""
     import ssl
 
     import paho.mqtt.client as paho
@@ -321,5 +311,5 @@ def run_record(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_TOPIC", "Recorder", "SeqTracker", "add_parser", "parse_broker", "run_record",
+__all__ = ["DEFAULT_TOPIC", "RecordOptions", "Recorder", "SeqTracker", "parse_broker", "run_record",
            "shared_filters"]

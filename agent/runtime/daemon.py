@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 from agent.capture import Camera
 from agent.config import loader as config_module
 from agent.config.schema import AgentConfig, CameraConfig
-from agent.errors import AgentError, ConfigError, DataError
+from agent.errors import EXIT_UNDELIVERED, AgentError, ConfigError, DataError
 from agent.inference.detector import Detector, DetectorSettings, build_detector, postprocess_settings
 from agent.publish.api import Publisher
 from agent.runtime.metrics import CpuMeter, system_stats
@@ -45,11 +45,6 @@ STALL_S = 30.0  # no inference-loop progress for this long: stop pinging the wat
 def open_detector(cfg: AgentConfig) -> Detector:
     """The configured model, its config overrides applied, warmed up (``build_detector``)."""
     return build_detector(Path(cfg.model.path), DetectorSettings.from_config(cfg))
-
-
-# Exit code of `run` when its input ended but the broker had not acknowledged everything
-# within mqtt.drain_timeout (the rest waits in the spool for the next start).
-EXIT_UNDELIVERED = 4
 
 
 class Daemon:

@@ -169,7 +169,8 @@ def test_the_evaluator_never_imports_torch_or_ultralytics():
     # The runtime path must fit a Jetson's shared memory: no torch, no ultralytics, even with --model.
     code = (
         "import sys\n"
-        "from agent.evaluate import cli, report, run_model, runner\n"
+        "import agent.cli.evaluate\n"
+        "from agent.evaluate import report, run_model, runner\n"
         "from agent.evaluate.runner import evaluate_files\n"
         f"evaluate_files({str(COCO_GT)!r}, {str(COCO_DT)!r})\n"
         "import agent.inference.detector, agent.inference.backends.opencv\n"

@@ -385,10 +385,15 @@ def test_performance_unit_gives_jetson_clocks_a_writable_home(tmp_path: Path) ->
 
 
 def test_engine_unit_runs_before_the_agent() -> None:
+    from agent.cli.main import build_parser
+
     unit = directives("detection-agent-engine.service")
     assert unit["Type"] == ["oneshot"] and "detection-agent.service" in unit["Before"]
-    assert unit["ExecStart"] == ["/opt/detection-agent/venv/bin/python -m agent.modeltools.tensorrt.deploy "
-                                 "ensure-engine --config /etc/detection-agent/agent.yaml"]
+    assert unit["ExecStart"] == ["/opt/detection-agent/venv/bin/detection-agent ensure-engine "
+                                 "--config /etc/detection-agent/agent.yaml"]
+    args = build_parser().parse_args(unit["ExecStart"][0].split()[1:])  # a command line the CLI takes
+    assert (args.command, args.check) == ("ensure-engine", False)
+    assert args.config == "/etc/detection-agent/agent.yaml"
     assert unit["User"] == ["detection-agent"] and unit["StateDirectory"] == ["detection-agent"]
     assert unit["PrivateNetwork"] == ["yes"] and unit["CapabilityBoundingSet"] == [""]
 

@@ -1,6 +1,6 @@
 # ruff: noqa: F811 - fixtures imported from backend_fixtures are, by design, redefined as arguments
-"""agent.modeltools.tensorrt.deploy: is the TensorRT engine current, and ensure-engine
-(detection-agent-engine.service).
+"""agent.modeltools.tensorrt.deploy: is the TensorRT engine current, and ``detection-agent
+ensure-engine`` (detection-agent-engine.service).
 
 The decision is checked against sidecars written by the builder's own ``EngineMeta`` (so a
 change of the sidecar format shows up here), with the running TensorRT version and GPU given
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent / "backends"))  # the fake_gpu fixt
 
 from backend_fixtures import fake_gpu, model_path  # noqa: F401
 
+from agent.cli.main import main
 from agent.inference.backends.engine_meta import EngineMeta, read_sidecar, sidecar_path
 from agent.modeltools.tensorrt import deploy
 from agent.modeltools.tensorrt.deploy import (
@@ -39,7 +40,7 @@ from agent.types import ModelInfo
 REPO = Path(__file__).resolve().parents[2]
 ORIN = GpuInfo("Orin", (8, 7), "cuda")
 TRT = "8.6.2.3"
-ENSURE_ENGINE = [sys.executable, "-m", "agent.modeltools.tensorrt.deploy", "ensure-engine", "--config"]
+ENSURE_ENGINE = [sys.executable, "-m", "agent", "ensure-engine", "--config"]
 
 
 def write_engine(engine: Path, *, trt: str = TRT, gpu: str = "Orin", cc: tuple = (8, 7),
@@ -334,7 +335,7 @@ def test_int8_rebuild_for_a_new_model_drops_the_stale_calibration(tmp_path: Path
     onnx.write_bytes(b"onnx model, version 2")
     config = write_config(tmp_path, str(engine), onnx_path=str(onnx), precision="int8")
     # without images the build must refuse, not calibrate the new network with the old scales
-    assert deploy.main(["ensure-engine", "--config", str(config)]) == 2
+    assert main(["ensure-engine", "--config", str(config)]) == 2
     assert not cache.exists() and Path(f"{cache}.stale").read_bytes() == b"scales of the old network"
     images = tmp_path / "calib"
     images.mkdir()
@@ -344,15 +345,16 @@ def test_int8_rebuild_for_a_new_model_drops_the_stale_calibration(tmp_path: Path
     assert device.calls[-1].int8 and Path(device.calls[-1].calib_images) == images
 
 
-def test_module_entry_point_as_the_unit_runs_it(tmp_path: Path) -> None:
-    """``python -m agent.modeltools.tensorrt.deploy ensure-engine --config FILE``, exactly as the
-    oneshot unit calls it."""
+def test_the_command_as_the_unit_runs_it(tmp_path: Path) -> None:
+    """``detection-agent ensure-engine --config FILE`` (``python -m agent`` is the same program),
+    as the oneshot unit calls it: what it decided is logged at INFO without --log-level."""
     config = write_config(tmp_path, str(tmp_path / "model.onnx"))
     done = subprocess.run([*ENSURE_ENGINE, str(config)],
                           capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "not a TensorRT engine: nothing to build" in done.stderr
-    assert "tensorrt" not in done.stderr.lower().replace("a tensorrt engine", "")
+    assert "INFO agent.modeltools.tensorrt.deploy: model.path" in done.stderr
+    assert "tensorrt" not in done.stderr.lower().replace("a tensorrt engine", "").replace(".tensorrt.", "")
     bad = tmp_path / "bad.yaml"
     bad.write_text("cameras: []\nmodel: {path: m.engine}\n", encoding="utf-8")
     done = subprocess.run([*ENSURE_ENGINE, str(bad)],
@@ -396,7 +398,7 @@ def test_int8_on_a_tensorrt_without_calibration_stops_with_one_line(tmp_path: Pa
     engine = tmp_path / "model.engine"
     config = write_config(tmp_path, str(engine), onnx_path=str(model_path), precision="int8",
                           calib_images=str(tmp_path))
-    assert deploy.main(["ensure-engine", "--config", str(config)]) == 2
+    assert main(["ensure-engine", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: --int8 (model.precision: int8): TensorRT 11.")
     assert "Q/DQ" in err[-1] and not engine.exists()

@@ -32,3 +32,23 @@ def test_postprocessing_takes_its_types_from_the_core_only() -> None:
     assert offenders(AGENT / "inference" / "postprocess", "agent.inference.preprocess",
                      "agent.inference.backends", "agent.modeltools") == []
 
+
+
+def test_nothing_below_the_command_line_imports_it() -> None:
+    below = [p for p in AGENT.iterdir() if p.is_dir() and p.name not in ("cli", "__pycache__")]
+    assert [o for folder in below for o in offenders(folder, "agent.cli")] == []
+
+
+def test_only_the_command_line_builds_argument_parsers() -> None:
+    # Library modules export functions; the harnesses run as their own programs
+    # (python -m agent.bench.soak, agent.training.compare) keep theirs.
+    harnesses = {"agent/bench/demo.py", "agent/bench/soak.py", "agent/bench/track_clips.py",
+                 "agent/training/compare.py"}
+    found = []
+    for folder in (p for p in AGENT.iterdir() if p.is_dir() and p.name not in ("cli", "__pycache__")):
+        for path in sorted(folder.rglob("*.py")):
+            name = str(path.relative_to(AGENT.parent))
+            text = path.read_text(encoding="utf-8")
+            if name not in harnesses and ("add_argument(" in text or "add_parser(" in text):
+                found.append(name)
+    assert found == []

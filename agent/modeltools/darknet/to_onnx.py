@@ -491,33 +491,3 @@ def cached_onnx(cfg_path: PathLike, imgsz: Optional[int] = None) -> Path:
             log.warning("cannot write the converted model to %s (%s)", folder, exc.strerror)
     raise ModelError(f"{cfg}: no writable cache folder for the converted ONNX model (tried {cache_dir()})")
 
-
-# ---------------------------------------------------------------- CLI
-
-
-def add_parser(subparsers: object) -> object:
-    """Register ``convert-darknet`` on the CLI's subparsers."""
-    p = subparsers.add_parser("convert-darknet",  # type: ignore[attr-defined]
-                              help="convert a darknet .cfg + .weights to ONNX (decoded YOLO heads)")
-    p.add_argument("cfg", help="darknet network description (.cfg)")
-    p.add_argument("weights", help="darknet weights (.weights)")
-    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
-    p.add_argument("--names", help="class names file (default: MODEL.names / coco.names beside the cfg)")
-    p.add_argument("--imgsz", type=int, help="input size, a multiple of 32 (default: the cfg's width/height)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
-    group.add_argument("--dynamic", action="store_true", help="dynamic batch size")
-    p.set_defaults(handler=cmd_convert_darknet)
-    return p
-
-
-def cmd_convert_darknet(args: object) -> int:
-    names = read_names(Path(args.names)) if args.names else None  # type: ignore[attr-defined]
-    out = convert(args.cfg, args.weights, args.output, names=names, imgsz=args.imgsz,  # type: ignore[attr-defined]
-                  batch=args.batch, dynamic=args.dynamic)  # type: ignore[attr-defined]
-    from agent.inference.backends.onnx_info import read_summary
-
-    summary = read_summary(out, "convert-darknet")
-    print(f"wrote {out}: input {summary.input_shape}, outputs {', '.join(summary.output_names)}, "
-          f"{summary.info.num_classes} classes")
-    return 0

@@ -12,12 +12,12 @@ What a release lacks is asked with ``hasattr``, never guessed from its version s
 INT8 calibrator API and ``platform_has_fast_*`` (deprecated in 10.1 and 10.5, removed on
 TensorRT's main branch), the FP16 builder flag (removed with strong typing).
 
-Nothing heavy is imported at module level: the CLI imports this module to build its parser.
+Nothing heavy is imported at module level: tensorrt, pycuda and onnx load inside the functions
+that need them. The command (``build-engine``) is agent/cli/models.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import logging
@@ -302,53 +302,3 @@ def _write(options: BuildOptions, plan: bytes, info: Any, output_names: List[str
     atomic_write_text(sidecar_path(options.output), meta.to_json())
     return meta
 
-
-# ---------------------------------------------------------------- CLI
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``build-engine`` on the CLI's subparsers."""
-    p = subparsers.add_parser("build-engine",
-                              help="build a TensorRT engine from an ONNX model, on the device")
-    p.add_argument("model", help="ONNX model (from `detection-agent export`)")
-    p.add_argument("-o", "--output", required=True, help="engine file to write (.engine); a .json sidecar "
-                                                         "goes beside it")
-    p.add_argument("--fp16", action="store_true", help="allow FP16 kernels (about 2x faster on Jetson)")
-    p.add_argument("--int8", action="store_true", help="INT8 with calibration (FP16 where INT8 cannot go)")
-    p.add_argument("--calib-images", metavar="DIR", help="images for INT8 calibration, like the camera's")
-    p.add_argument("--calib-cache", metavar="FILE", help="calibration cache to reuse or write (default: "
-                                                         "OUTPUT.calib)")
-    p.add_argument("--calib-max", type=int, default=500, help="most calibration images used (default 500)")
-    p.add_argument("--batch", type=int, default=1,
-                   help="frames per call, e.g. the number of cameras (needs a --dynamic export above 1; "
-                        "default 1)")
-    p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="builder workspace (default "
-                                                                             "1024)")
-    p.add_argument("--nms", action="store_true", help="append TensorRT's EfficientNMS: NMS runs on the GPU")
-    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold with --nms (default 0.45)")
-    p.add_argument("--score", type=float, default=0.25,
-                   help="score floor with --nms (default 0.25); lower runtime thresholds cannot go below it")
-    p.add_argument("--max-det", type=int, default=100, help="most detections per image with --nms (default "
-                                                            "100)")
-    p.add_argument("--timing-cache", metavar="FILE",
-                   help="TensorRT timing cache (default: beside the output)")
-    p.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
-    p.set_defaults(handler=cmd_build_engine)
-    return p
-
-
-def cmd_build_engine(args: argparse.Namespace) -> int:
-    options = BuildOptions(
-        onnx_path=Path(args.model), output=Path(args.output), fp16=args.fp16, int8=args.int8,
-        calib_images=Path(args.calib_images) if args.calib_images else None,
-        calib_cache=Path(args.calib_cache) if args.calib_cache else None, calib_max=args.calib_max,
-        batch=args.batch, workspace_mb=args.workspace, nms=args.nms, iou=args.iou, score=args.score,
-        max_det=args.max_det, timing_cache=Path(args.timing_cache) if args.timing_cache else None,
-        device=args.device)
-    meta = build_engine(options)
-    size = Path(options.output).stat().st_size / MB
-    precision = "int8" if meta.build["int8"] else "fp16" if meta.build["fp16"] else "fp32"
-    print(f"engine written: {options.output} ({size:.1f} MB, TensorRT {meta.tensorrt_version}, "
-          f"{meta.gpu_name}, "
-          f"{precision}, batch {options.batch}{', EfficientNMS' if options.nms else ''})")
-    return 0

@@ -4,14 +4,16 @@ A serialized TensorRT engine only runs under the TensorRT release and on the GPU
 it, so a fresh device, a JetPack upgrade or a new model all need a rebuild before the agent
 can start. ``detection-agent-engine.service`` runs, before every start of the agent::
 
-    python -m agent.modeltools.tensorrt.deploy ensure-engine --config /etc/detection-agent/agent.yaml
+    detection-agent ensure-engine --config /etc/detection-agent/agent.yaml
 
 ``engine_needs_build`` decides from the engine's JSON sidecar (written by ``build-engine``):
 missing engine or sidecar, another ONNX file (by SHA-256), another precision or batch than the
 config asks for, another TensorRT version, another GPU. When it cannot tell (no ``tensorrt``
 to ask for its version), it says so and a present engine is left alone: the agent's backend
-then reports the actual problem. Exit codes: 0 the engine is current (or was just built, or
-``model.path`` is no engine), 1 it is needed and could not be built, 2 bad config or input.
+then reports the actual problem. ``ensure_engine`` returns the command's exit code: 0 the
+engine is current (or was just built, or ``model.path`` is no engine), 1 it is needed and could
+not be built, 2 (raised as ``BadInputError``) bad config or input. The command is in
+agent/cli/models.py.
 
 Nothing heavy is imported at module level: ``tensorrt``, ``pycuda`` and the builder are
 imported inside the functions that need them.
@@ -19,17 +21,15 @@ imported inside the functions that need them.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
-from agent.errors import AgentError, BackendError, ModelError
+from agent.errors import BackendError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -329,30 +329,3 @@ def _build(engine: Path, onnx: Path, precision: str, batch: int, calib_images: O
     log.info("engine written: %s (TensorRT %s, %s, %s, batch %d)", engine, meta.tensorrt_version,
              meta.gpu_name, precision, batch)
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m agent.modeltools.tensorrt.deploy ensure-engine --config FILE [--check] [--force]``."""
-    from agent.cli.main import configure_logging
-
-    parser = argparse.ArgumentParser(prog="python -m agent.modeltools.tensorrt.deploy",
-                                     description="Keep the TensorRT engine in step with this device.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("ensure-engine", help="build the configured TensorRT engine when missing or stale")
-    p.add_argument("--config", required=True, help="the agent's config (/etc/detection-agent/agent.yaml)")
-    p.add_argument("--check", action="store_true", help="only say whether a build is needed (exit 1 if so)")
-    p.add_argument("--force", action="store_true", help="rebuild even when the engine is current")
-    args = parser.parse_args(argv)
-    configure_logging("INFO")
-    try:
-        return ensure_engine(Path(args.config), check_only=args.check, force=args.force)
-    except AgentError as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"error: {line}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,13 +1,15 @@
 """record: broker addresses, seq gap and duplicate reports, lines written and flushed one by one."""
 
 import argparse
+import dataclasses
 import io
 import json
 
 import pytest
 
+from agent.cli.record import register
 from agent.errors import BadInputError
-from agent.publish.record import DEFAULT_TOPIC, Recorder, SeqTracker, add_parser, parse_broker
+from agent.publish.record import DEFAULT_TOPIC, Recorder, RecordOptions, SeqTracker, parse_broker
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -82,11 +84,15 @@ def test_recorder_writes_each_payload_as_one_line_at_once(tmp_path):
 
 def test_parser_defaults():
     parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
+    register(parser.add_subparsers())
     args = parser.parse_args(["record", "--broker", "h:1", "--out", "x.jsonl"])
     assert (args.topic, args.qos, args.duration, args.count, args.client_id) == (None, 1, None, None, None)
     assert DEFAULT_TOPIC == "detection-agent/+/+/detections"
     assert callable(args.handler)
+    # The command's defaults are the library's: every option is a RecordOptions field.
+    fields = {f.name: f.default for f in dataclasses.fields(RecordOptions)}
+    given = {k: v for k, v in vars(args).items() if k != "handler"}
+    assert set(given) == set(fields) and given == {**fields, "broker": "h:1", "out": "x.jsonl"}
 
 
 def test_record_module_imports_nothing_heavy():

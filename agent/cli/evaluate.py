@@ -1,4 +1,4 @@
-"""``detection-agent eval``: argument wiring and the command's flow.
+"""``detection-agent eval``: its arguments and the command's flow (the metrics are agent/evaluate/).
 
 Two modes: prediction files against ground truth (``--gt`` + ``--pred``), or a model run
 over a labelled image set (``--model`` + ``--data``, optionally ``--compare``). Nothing
@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import List, Optional
+from typing import Any, List, Optional
 
+from agent.cli.arguments import configured_detector
 from agent.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+def register(sub: Any) -> None:
+    p = sub.add_parser(
         "eval",
         help="offline mAP: predictions against ground truth, or a model over a labelled data set",
         description="COCO (12 numbers, hotcoco / faster-coco-eval / pycocotools) or PASCAL VOC mAP. "
@@ -202,12 +203,7 @@ def _run_models(args: argparse.Namespace, options, config) -> int:
     if args.batch < 1 or args.max_det < 1 or not 0.0 <= args.conf <= 1.0:
         raise BadInputError("eval: --batch and --max-det must be at least 1, --conf within [0, 1]")
     gt = limit_images(load_ground_truth(args.data, None, options), args.limit)
-    detector_settings = None
-    if getattr(args, "config", None):
-        from agent.config import loader as agent_config
-        from agent.inference.detector import DetectorSettings
-
-        detector_settings = DetectorSettings.from_config(agent_config.load(args.config))
+    detector_settings = configured_detector(args.config)
     results = []
     for model in [args.model] + ([args.compare] if args.compare else []):
         run = run_model(
