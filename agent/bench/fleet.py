@@ -100,9 +100,10 @@ def _run(args: argparse.Namespace, workdir: Path, restart_at: float) -> Dict[str
         published_s = args.duration
         figures = pool.report()
         wall = time.monotonic() - wall0
-        unclean = pool.stop()
+        unclean = pool.stop()  # what the agents sent while stopping reaches the consumers now:
         runs = figures["runs"]
         watch.wait_offline(set(runs), 10.0)
+        _quiet(consumers, 3.0, args.drain_timeout)
         summaries = consumers.stop()
         seen, other = union(consumers.files())
         keys = [(device, "cam0", run) for device, run in runs.items()]
@@ -110,7 +111,7 @@ def _run(args: argparse.Namespace, workdir: Path, restart_at: float) -> Dict[str
         if restart is not None:
             restart.update(_comeback(figures["up_since"], consumers, restart))
         proof = verdict(expected, seen, {key: figures["created"][i] for i, key in enumerate(keys)},
-                        _gap(restart, args.restart_down), spooled(workdir / "spools"))
+                        _gap(restart, keys, figures["up_since"]), spooled(workdir / "spools"))
         latency = Consumers.latency(summaries)
         sampler.stop()
         cpu, writes = figures["cpu_s"], figures["disk_write_bytes"]
@@ -181,14 +182,28 @@ def _drain(pool: WorkerPool, consumers: Consumers, timeout: float, t0: float,
     return None, calls
 
 
-def _gap(restart: Optional[Dict[str, Any]], down: float) -> Optional[Tuple[float, float]]:
-    """The window whose messages a restart may cost with Mosquitto's shared subscriptions: from a
-    moment before the stop (what was in flight) until the last consumer subscribed again."""
+def _quiet(consumers: Consumers, quiet: float, timeout: float) -> None:
+    """Wait until the consumers have written nothing new for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    lines, last_change = consumers.lines(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - last_change < quiet:
+        time.sleep(0.25)
+        now_lines = consumers.lines()
+        if now_lines != lines:
+            lines, last_change = now_lines, time.monotonic()
+
+
+def _gap(restart: Optional[Dict[str, Any]], keys: List[Tuple[str, str, str]],
+         up_since: List[Optional[float]]) -> Optional[Dict[Tuple[str, str, str], Optional[float]]]:
+    """Per stream, until when its agent's messages could reach nobody after a restart: set for
+    the agents back before the last consumer subscribed again (Mosquitto 2.0 does not restore
+    $share subscriptions), None for the others."""
     if restart is None:
         return None
     resubscribed = restart.get("consumers_resubscribed_s") or []
-    end = restart["up"] + (max(resubscribed) if resubscribed else 0.0)
-    return restart["stopped"] - 1.0, end
+    back = restart["up"] + (max(resubscribed) if resubscribed else 0.0)
+    return {key: back if t is not None and restart["stopped"] <= t < back else None
+            for key, t in zip(keys, up_since)}
 
 
 def _comeback(up_since: List[Optional[float]], consumers: Consumers,

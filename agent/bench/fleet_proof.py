@@ -74,15 +74,16 @@ def spooled(folder: Path) -> Dict[StreamKey, Set[int]]:
 
 def verdict(expected: Mapping[StreamKey, int], seen: Mapping[StreamKey, Mapping[int, int]],
             created: Optional[Mapping[StreamKey, Sequence[float]]] = None,
-            gap: Optional[Tuple[float, float]] = None,
+            gap_until: Optional[Mapping[StreamKey, Optional[float]]] = None,
             kept: Optional[Mapping[StreamKey, Set[int]]] = None) -> Dict[str, Any]:
     """Per stream, seqs 1..expected[stream] against what the consumers hold.
 
     A missing seq still in its agent's spool (``kept``) was not delivered by the end, not
-    lost. With ``created`` (each seq's ``ts``, at index seq - 1) and a ``gap`` (wall-clock
-    start, end), the other missing seqs are split into those created inside it (a broker
-    restart: from a moment before the stop, for what was in flight, until the last consumer
-    subscribed again) and those created outside it, which nothing explains: ``lost``.
+    lost. ``gap_until[stream]`` is set for the agents that were back after a broker restart
+    before the consumers had subscribed again: until that wall-clock time, what such an agent
+    sent (its backlog, however old, and what it made meanwhile) could reach nobody. A missing
+    seq of such an agent created (``created``: each seq's ``ts`` at index seq - 1) before that
+    time is counted as ``missing_in_restart_gap``; every other missing seq is ``lost``.
     """
     missing_total = duplicates = received = in_gap = in_spool = 0
     missing_streams: List[Dict[str, Any]] = []
@@ -96,16 +97,17 @@ def verdict(expected: Mapping[StreamKey, int], seen: Mapping[StreamKey, Mapping[
             waiting = (kept or {}).get(key, set())
             in_spool += sum(1 for s in absent if s in waiting)
             absent_gone = [s for s in absent if s not in waiting]
-            if created is not None and gap is not None:
+            until = (gap_until or {}).get(key)
+            if created is not None and until is not None:
                 times = created.get(key, ())
-                in_gap += sum(1 for s in absent_gone if s <= len(times) and gap[0] <= times[s - 1] <= gap[1])
+                in_gap += sum(1 for s in absent_gone if s <= len(times) and times[s - 1] <= until)
             missing_streams.append({"device": key[0], "camera": key[1], "run": key[2], "missing": len(absent),
                                     "first_missing": absent[:10]})
     unexpected = sorted(set(seen) - set(expected))
     return {"streams": len(expected), "expected": sum(expected.values()), "received": received,
             "unique": received - duplicates, "missing": missing_total, "duplicates": duplicates,
             "missing_still_in_spools": in_spool,
-            "missing_in_restart_gap": in_gap if gap is not None else None,
+            "missing_in_restart_gap": in_gap if gap_until is not None else None,
             "lost": missing_total - in_spool - in_gap,
             "streams_with_missing": missing_streams[:20], "streams_with_missing_count": len(missing_streams),
             "unexpected_streams": [list(k) for k in unexpected[:10]],

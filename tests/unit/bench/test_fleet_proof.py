@@ -27,12 +27,17 @@ def test_union_of_consumers_and_verdict(tmp_path):
     assert v["streams_with_missing"] == [{"device": "d2", "camera": "cam0", "run": "r", "missing": 2,
                                           "first_missing": [2, 4]}]
     assert v["unexpected_streams"] == [["x", "cam0", "old"]]
-    # d2's seq 2 was created inside the restart gap, seq 4 after it: only one is explained
+    # d2 was back before the consumers (at 20.0): its seq 2, made before then, is explained by
+    # the restart's gap, its seq 4, made after, is not
     created = {("d1", "cam0", "r"): [1.0, 2.0, 3.0], ("d2", "cam0", "r"): [1.0, 10.0, 11.0, 30.0]}
-    v = verdict(expected, seen, created, gap=(9.0, 20.0))
+    gap = {("d1", "cam0", "r"): None, ("d2", "cam0", "r"): 20.0}
+    v = verdict(expected, seen, created, gap)
     assert v["missing_in_restart_gap"] == 1 and v["lost"] == 1
+    # an agent back after the consumers has no excuse
+    v = verdict(expected, seen, created, {("d2", "cam0", "r"): None})
+    assert v["missing_in_restart_gap"] == 0 and v["lost"] == 2
     # seq 4 still waits in d2's spool: not lost
-    v = verdict(expected, seen, created, gap=(9.0, 20.0), kept={("d2", "cam0", "r"): {4, 9}})
+    v = verdict(expected, seen, created, gap, kept={("d2", "cam0", "r"): {4, 9}})
     assert (v["missing_still_in_spools"], v["missing_in_restart_gap"], v["lost"]) == (1, 1, 0)
     assert verdict({("d1", "cam0", "r"): 3}, seen)["exactly_once"]
 
