@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Set, TextIO, Tuple
+from typing import IO, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from agent.publish.latency import LatencyHistogram
 
@@ -140,7 +140,7 @@ def _ranges(values: Sequence[int]) -> List[Tuple[int, int]]:
 class Recorder:
     """Writes payloads as lines and tracks sequences; fed from paho's network thread."""
 
-    def __init__(self, out: TextIO, count: Optional[int]) -> None:
+    def __init__(self, out: IO[str], count: Optional[int]) -> None:
         self.out = out
         self.limit = count
         self.tracker = SeqTracker()
@@ -229,7 +229,7 @@ def run_record(args: RecordOptions) -> int:
     if not v5:
         kwargs["clean_session"] = args.client_id is None
     client = paho.Client(**kwargs)
-    client.reconnect_delay_set(0.5, 10)
+    client.reconnect_delay_set(1, 10)
     if args.username:
         client.username_pw_set(args.username, password)
     if args.ca_file or args.tls or args.cert_file:
@@ -247,7 +247,7 @@ def run_record(args: RecordOptions) -> int:
     except OSError as exc:
         raise BadInputError(f"--out {args.out}: {exc.strerror or exc}") from None
     recorder = Recorder(out, args.count)
-    state = {"connected": False, "error": None}
+    state: Dict[str, Any] = {"connected": False, "error": None}
 
     def on_connect(c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:

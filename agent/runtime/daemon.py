@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from agent.capture import Camera
 from agent.config import loader as config_module
@@ -35,6 +35,9 @@ from agent.runtime.service import (
 )
 from agent.runtime.settings import runtime_settings
 from agent.runtime.sinks import MqttSink, VideoSink
+
+if TYPE_CHECKING:
+    from agent.runtime.prometheus import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ class Daemon:
         self.mqtt_sink: Optional[MqttSink] = None
         self.video_sink: Optional[VideoSink] = None
         self.preview: Optional[Sink] = None  # agent.runtime.preview.PreviewServer when enabled
-        self.metrics_server: Optional[object] = None  # agent.runtime.prometheus.MetricsServer when enabled
+        self.metrics_server: Optional[MetricsServer] = None  # when metrics.enabled
         self.class_names: List[str] = []
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -252,7 +255,7 @@ class Daemon:
         apply at once (one new ``RuntimeSettings``), the model stays loaded. Model, camera
         source and MQTT changes wait for a restart."""
         try:
-            new = config_module.load(self.config_path, self.overrides)
+            new: AgentConfig = config_module.load(self.config_path, self.overrides)
             runtime_settings(new, self.class_names, self.config_path)  # lines, zones, tracking: valid?
         except ConfigError as exc:
             log.error("reload refused, keeping the running config:\n%s", exc)
@@ -291,7 +294,7 @@ class Daemon:
                 self.undelivered = self.publisher.drain(self.cfg.mqtt.drain_timeout, abort=self._stop)
             self.publisher.stop(timeout=1.5)
         if self.metrics_server is not None:  # last: the drain above shows in the metrics
-            self.metrics_server.close()  # type: ignore[attr-defined]
+            self.metrics_server.close()
 
     def _input_ended(self) -> bool:
         """The run ended without a signal or a pipeline error: its input did (files finished,
