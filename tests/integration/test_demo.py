@@ -1,6 +1,7 @@
 """``make demo`` end to end, on a private broker the demo starts itself."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,12 @@ def test_demo_runs_end_to_end_and_scores_what_arrived(tmp_path):
     assert 0.0 < stats["AP50"] <= 1.0
     assert (out / "annotated" / "sample.mp4").stat().st_size > 100_000
     assert (out / "plots" / "pr_curves.png").exists()
+    # Tracking: the counting line's totals equal the generator's true crossings, and the
+    # tracks are scored against the clip's identities.
+    counted = re.search(r"line middle +in (\d+) \(true (\d+)\), out (\d+) \(true (\d+)\)", proc.stdout)
+    assert counted, proc.stdout[-1500:]
+    assert counted.group(1) == counted.group(2) and counted.group(3) == counted.group(4)
+    idf1 = re.search(r"tracks vs ground truth +IDF1 ([0-9.]+), MOTA ([-0-9.]+)", proc.stdout)
+    assert idf1 and float(idf1.group(1)) >= 0.8, proc.stdout[-1500:]
+    tracked = [json.loads(line) for line in (out / "tracks.jsonl").read_text().splitlines()]
+    assert any(m.get("schema") == "events/1" and m["type"] == "line_cross" for m in tracked)
