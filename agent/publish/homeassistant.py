@@ -6,7 +6,10 @@ Home Assistant with
 - a connectivity binary sensor fed by the retained ``status`` topic (online / offline,
   the last will included), and
 - per camera and class, a sensor counting that class's objects in the latest detections
-  message (``state_class: measurement``).
+  message (``state_class: measurement``), and
+- with tracking on, per counting line an ``in`` and an ``out`` total and per zone its
+  occupancy, read from the retained ``counts`` topic (``counting``: what the camera's
+  ``lines`` and ``zones`` are called).
 
 Every entity uses ``status`` as its availability topic, so the counts show "unavailable"
 while the agent is offline instead of a stale number. With ``skip_empty`` a count keeps
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from agent.publish.payloads import Topics, encode
 
@@ -33,8 +36,13 @@ def slug(text: str) -> str:
 
 def discovery_messages(*, discovery_prefix: str, topics: Topics, device_id: str, cameras: Sequence[str],
                        classes: Sequence[str], model: str, version: str,
-                       location: Optional[str] = None) -> List[Tuple[str, bytes]]:
-    """(topic, payload) of every discovery config, to publish retained."""
+                       location: Optional[str] = None,
+                       counting: Optional[Mapping[str, Tuple[Sequence[str], Sequence[str]]]] = None
+                       ) -> List[Tuple[str, bytes]]:
+    """(topic, payload) of every discovery config, to publish retained.
+
+    ``counting``: per tracking camera, (its line names, its zone names): sensors on ``counts``.
+    """
     node = slug(f"detection_agent_{device_id}")
     device = {
         "identifiers": [node],
@@ -79,6 +87,29 @@ def discovery_messages(*, discovery_prefix: str, topics: Topics, device_id: str,
                     "value_template": template,
                     "unit_of_measurement": "objects",
                     "state_class": "measurement",
+                    "icon": "mdi:counter",
+                    "device": device,
+                    **availability,
+                }),
+            ))
+    for camera, (lines, zones) in (counting or {}).items():
+        sensors = [(f"line {line} {direction}", f"{slug(line)}_{direction}", "total_increasing",
+                    f"{{{{ value_json.lines[{line!r}].{direction} }}}}")
+                   for line in lines for direction in ("in", "out")]
+        sensors += [(f"zone {zone} occupancy", f"zone_{slug(zone)}", "measurement",
+                     f"{{{{ value_json.zones[{zone!r}].total }}}}") for zone in zones]
+        for name, key, state_class, template in sensors:
+            object_id = f"{node}_{slug(camera)}_{key}"
+            out.append((
+                f"{discovery_prefix}/sensor/{node}/{slug(camera)}_{key}/config",
+                encode({
+                    "name": f"{camera} {name}",
+                    "unique_id": object_id,
+                    "object_id": object_id,
+                    "state_topic": topics.counts(camera),
+                    "value_template": template,
+                    "unit_of_measurement": "objects",
+                    "state_class": state_class,  # line totals only grow, until a reset_counts
                     "icon": "mdi:counter",
                     "device": device,
                     **availability,

@@ -302,7 +302,7 @@ class MqttPublisher:
                     discovery_prefix=self.mq.homeassistant.discovery_prefix, topics=self.topics,
                     device_id=self.config.device.id, cameras=[c.name for c in self.config.enabled_cameras],
                     classes=names, model=self.model_name, version=_version(),
-                    location=self.config.device.location):
+                    location=self.config.device.location, counting=self._counting()):
                 client.publish(topic, payload, 1, retain=True)
         if self.mq.commands.enabled:
             if self.mq.protocol == "5":
@@ -314,6 +314,17 @@ class MqttPublisher:
                     qos=1, noLocal=True, retainAsPublished=True))
             else:
                 client.subscribe(self.topics.cmd_filter, qos=1)
+
+    def _counting(self) -> Dict[str, Any]:
+        """Per camera that tracks: its line and zone names (Home Assistant count sensors)."""
+        top = bool(self.config.tracking.enabled)
+        out: Dict[str, Any] = {}
+        for camera in self.config.enabled_cameras:
+            own = camera.tracking.enabled if camera.tracking is not None else None
+            if (top if own is None else own) and self.mq.events:
+                out[camera.name] = ([line.name for line in camera.lines],
+                                    [zone.name for zone in camera.zones])
+        return out
 
     def _on_tick(self) -> None:
         now = time.monotonic()

@@ -104,3 +104,23 @@ def test_qos_2_is_sent_as_1_and_0_stays_0():
 
     mq = config(qos=2, topic_qos={"snapshot": 0, "stats": 1}).mqtt
     assert [wire_qos(mq, k) for k in ("detections", "status", "snapshot", "stats")] == [1, 1, 0, 1]
+
+
+def test_discovery_count_sensors_read_the_counts_topic():
+    """With tracking, each line gets in/out sensors and each zone an occupancy sensor, their
+    templates evaluated here on a real counts/1 payload (as Home Assistant's Jinja does)."""
+    jinja2 = pytest.importorskip("jinja2")
+    topics = Topics("detection-agent/jetson-01")
+    out = dict(discovery_messages(discovery_prefix="homeassistant", topics=topics, device_id="jetson-01",
+                                  cameras=["door"], classes=["person"], model="m", version="1.0",
+                                  counting={"door": (["front door"], ["porch"])}))
+    assert len(out) == 1 + 1 + 3
+    counts = {"schema": "counts/1", "lines": {"front door": {"in": 4, "out": 1}},
+              "zones": {"porch": {"total": 2, "by_label": {"person": 2}}}}
+    values = {}
+    for key, payload in out.items():
+        config = json.loads(payload)
+        if config.get("state_topic") == topics.counts("door"):
+            values[key.split("/")[-2]] = jinja2.Template(config["value_template"]).render(value_json=counts)
+            assert config["availability_topic"] == topics.status
+    assert values == {"door_front_door_in": "4", "door_front_door_out": "1", "door_zone_porch": "2"}
