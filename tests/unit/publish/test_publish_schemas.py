@@ -26,7 +26,7 @@ def examples():
 
 def test_the_docs_show_an_example_of_every_payload():
     kinds = {name for name, _, _, _ in examples()}
-    assert kinds >= {"status", "detections", "stats", "command", "command-result"}
+    assert kinds >= {"status", "detections", "stats", "command", "command-result", "events", "counts"}
 
 
 @pytest.mark.parametrize("name, definition, language, text", examples(),
