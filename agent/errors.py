@@ -83,3 +83,7 @@ class CaptureError(AgentError):
 class PublishError(AgentError):
     """The MQTT client or the on-disk spool failed."""
 
+
+class OutputError(AgentError):
+    """An output the user asked for could not be written (``run --save-video``'s annotated video)."""
+

@@ -21,7 +21,27 @@ from agent.errors import DataError
 
 log = logging.getLogger(__name__)
 
+#: What counts as an image file everywhere (detect, image-folder cameras, data sets, calibration,
+#: export checks, photo backgrounds): OpenCV reads them all.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def is_image_file(path: Union[str, Path]) -> bool:
+    """Whether ``path`` names an image by its suffix (any case)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_files(folder_or_pattern: Union[str, Path], recursive: bool = False) -> List[Path]:
+    """The image files in a folder (``recursive``: and below it) or matching a glob pattern, sorted.
+
+    The one image lister of the project; empty when there are none (callers say why that is wrong).
+    """
+    path = Path(folder_or_pattern)
+    if path.is_dir():
+        candidates = path.rglob("*") if recursive else path.iterdir()
+    else:
+        candidates = (Path(p) for p in glob.glob(str(folder_or_pattern), recursive=recursive))
+    return sorted(p for p in candidates if is_image_file(p) and p.is_file())
 
 
 def list_images(inputs: Iterable[Union[str, Path]]) -> List[Path]:
@@ -30,11 +50,11 @@ def list_images(inputs: Iterable[Union[str, Path]]) -> List[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            found.extend(image_files(path))
         elif path.is_file():
             found.append(path)
         elif glob.has_magic(str(item)):
-            matches = sorted(p for p in map(Path, glob.glob(str(item))) if p.suffix.lower() in IMAGE_SUFFIXES)
+            matches = image_files(str(item))
             if not matches:
                 raise DataError(f"{item}: pattern matches no image files")
             found.extend(matches)

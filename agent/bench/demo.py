@@ -33,7 +33,7 @@ import paho.mqtt.client as paho
 
 from agent.bench.broker import Mosquitto
 from agent.config import loader as config_module
-from agent.datasets.synthetic import make_video
+from agent.datasets.video import make_video
 from agent.tracking.lines import CountingLine
 
 FRAMES, FPS, SEED = 150, 15, 5  # seed 5: all three classes on screen

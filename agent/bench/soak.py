@@ -11,7 +11,7 @@ Run (not part of ``make test``; ``make soak`` runs the 30-minute default)::
 
 What it sets up, all private to the run (a temporary folder, free loopback ports):
 
-- a looping sample video (``agent.datasets.synthetic.make_video``) served as a live HTTP
+- a looping sample video (``agent.datasets.video.make_video``) served as a live HTTP
   MJPEG camera (``agent.bench.mjpeg``) that is cut for ``--cut-seconds`` every
   ``--camera-cut-every`` seconds, and a second camera reading the same file directly;
 - a Mosquitto with persistence (``agent.bench.broker``), stopped gracefully (SIGTERM) every
@@ -107,7 +107,7 @@ def run_soak(args: argparse.Namespace, work: Path) -> Dict[str, Any]:
     from agent.bench.broker import Mosquitto
     from agent.bench.mjpeg import MjpegCamera, load_jpegs
     from agent.bench.relay import Relay
-    from agent.datasets.synthetic import make_video
+    from agent.datasets.video import make_video
 
     duration = float(args.duration)
     warmup = args.warmup if args.warmup is not None else min(60.0, max(5.0, 0.1 * duration))

@@ -75,7 +75,7 @@ def _pipeline(args: argparse.Namespace, model: Optional[Path], peers: bool) -> D
 
     if args.source:
         return bench(Path(args.source))
-    from agent.datasets.synthetic import make_video
+    from agent.datasets.video import make_video
 
     with tempfile.TemporaryDirectory(prefix="da-bench-") as tmp:
         video = Path(tmp) / "clip.mp4"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
 import logging
 import os
 import re
@@ -38,7 +37,7 @@ import numpy as np
 
 from agent.config.schema import CameraConfig, mask_url
 from agent.errors import CaptureError
-from agent.fileio import IMAGE_SUFFIXES
+from agent.fileio import image_files, is_image_file
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +124,6 @@ def _jetson_decoder_available() -> bool:
         os.path.exists("/usr/lib/aarch64-linux-gnu/gstreamer-1.0/libgstnvvideo4linux2.so")
 
 
-def list_image_files(pattern_or_folder: str) -> List[Path]:
-    path = Path(pattern_or_folder)
-    if path.is_dir():
-        files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    else:
-        files = [Path(p) for p in glob.glob(pattern_or_folder) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(files)
-
-
 def source_spec(camera: CameraConfig) -> SourceSpec:
     """The ``SourceSpec`` for a camera's config; ``CaptureError`` for a path that is not there."""
     kind = camera.source_kind
@@ -171,10 +161,10 @@ def source_spec(camera: CameraConfig) -> SourceSpec:
     # A path: a video file, a folder of images, or a glob.
     path = Path(src)
     if path.is_file():
-        if path.suffix.lower() in IMAGE_SUFFIXES:
+        if is_image_file(path):
             return SourceSpec("images", src, images=(path,), description=f"image {src}")
         return SourceSpec("file", str(path), cv2.CAP_ANY, description=f"file {src}")
-    images = list_image_files(src)
+    images = image_files(src)
     if images:
         return SourceSpec("images", src, images=tuple(images), description=f"{len(images)} images in {src}")
     raise CaptureError(f"camera {camera.name!r}: source {src!r} is not a device, URL, video file or "

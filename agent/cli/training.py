@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 
 def register(sub: Any) -> None:
@@ -63,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from agent.training.export import export_onnx, list_sample_images
+    from agent.training.export import export_onnx
     from agent.training.train import dataset_fingerprint
 
     provenance: Dict[str, object] = {"weights": Path(args.weights).name}
@@ -74,7 +74,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         record = json.loads(training_json.read_text(encoding="utf-8"))
         provenance.update(recipe=record["recipe"]["name"], strategy=record["strategy"]["strategy"],
                           model=record["model"], width=record["width"])
-    images = list_sample_images(Path(args.verify_images)) if args.verify_images else []
+    images = verify_images(Path(args.verify_images)) if args.verify_images else []
     report = export_onnx(Path(args.weights), Path(args.output), imgsz=args.imgsz, half=args.half,
                          dynamic=args.dynamic, batch=args.batch, verify_images=images, provenance=provenance)
     print(f"exported {report.path} ({report.path.stat().st_size / 1e6:.1f} MB, input "
@@ -83,3 +83,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"ONNX Runtime vs PyTorch on {report.images_checked} images: max abs difference "
               f"{report.max_abs_diff:.2e}")
     return 0
+
+
+#: How many images of --verify-images the export compares ONNX Runtime with PyTorch on.
+VERIFY_IMAGES = 4
+
+
+def verify_images(folder: Path) -> List[Path]:
+    """The first images of ``folder`` (any image type); bad input when it holds none."""
+    from agent.errors import DataError
+    from agent.fileio import IMAGE_SUFFIXES, image_files
+
+    images = image_files(folder)[:VERIFY_IMAGES]
+    if not images:
+        raise DataError(f"--verify-images {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return images

@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 
 from agent.errors import DataError
+from agent.fileio import IMAGE_SUFFIXES, image_files
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: Photos are kept at most this large (longer side) in memory: backgrounds are rescaled anyway.
 _MAX_SIDE = 1024
 
@@ -33,8 +33,7 @@ class PhotoBackgrounds:
         self.folder = Path(folder).expanduser().resolve()
         if not self.folder.is_dir():
             raise DataError(f"--backgrounds: {folder}: no such folder")
-        files = sorted(p for p in self.folder.rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = image_files(self.folder, recursive=True)
         self.names: List[str] = []
         self.images: List[np.ndarray] = []
         for path in files:

@@ -261,15 +261,3 @@ def _prepare(out: Path, overwrite: bool) -> Path:
         raise DataError(f"{out}: folder is not writable")
     return out
 
-
-_MOVED_TO_VIDEO = ("Mover", "VideoScene", "coco_annotations", "make_video", "_bounce")
-
-
-def __getattr__(name: str) -> Any:
-    # The video generator moved to video.py; ``from .synthetic import make_video`` keeps working
-    # (imported on first use: video.py imports this module, so a top-level import would be circular).
-    if name in _MOVED_TO_VIDEO:
-        from agent.datasets import video
-
-        return getattr(video, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,7 +32,7 @@ from agent.errors import DataError
 from agent.evaluate import resolve
 from agent.evaluate.imagesize import image_size
 from agent.evaluate.structures import GroundTruth, Predictions, ReadOptions, check_boxes, line_origin
-from agent.fileio import IMAGE_SUFFIXES
+from agent.fileio import image_files
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def find_layout(path: Path) -> Tuple[Path, Path, Optional[List[str]], Optional[P
 
 
 def _pick_split(images_root: Path) -> Path:
-    if any(p.suffix.lower() in IMAGE_SUFFIXES for p in images_root.iterdir()):
+    if image_files(images_root):
         return images_root
     subdirs = sorted(p for p in images_root.iterdir() if p.is_dir())
     if len(subdirs) == 1:
@@ -247,7 +247,7 @@ def yolo_ground_truth(path: Path, options: ReadOptions) -> GroundTruth:
         raise DataError(
             f"{path}: no class names found (classes.txt, data.yaml or *.names); pass --names FILE"
         )
-    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = image_files(images_dir)
     if not images:
         raise DataError(f"{images_dir}: no images")
     stems = [p.stem for p in images]

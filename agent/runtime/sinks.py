@@ -20,7 +20,7 @@ from typing import Dict, FrozenSet, Mapping, Optional, Sequence, Set, Tuple
 import cv2
 
 from agent.config.schema import SnapshotConfig
-from agent.errors import CaptureError
+from agent.errors import OutputError
 from agent.publish.api import Publisher
 from agent.runtime.draw import draw_result
 from agent.runtime.results import FRAME, FrameResult
@@ -171,7 +171,7 @@ class VideoSink:
         partial = self.folder / f".{camera}.partial.mp4"
         writer = cv2.VideoWriter(str(partial), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (width, height))
         if not writer.isOpened():
-            raise CaptureError(f"cannot write the annotated video {partial}")
+            raise OutputError(f"cannot write the annotated video {partial}")
         self._writers[camera], self._partial[camera] = writer, partial
         return writer
 

@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -180,7 +180,3 @@ def read_training_metadata(onnx_path: Path) -> Dict[str, Any]:
     meta = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta()
     raw = meta.custom_metadata_map.get(TRAINING_KEY)
     return json.loads(raw) if raw else {}
-
-
-def list_sample_images(folder: Path, count: int = 4) -> List[Path]:
-    return sorted(p for p in Path(folder).glob("*.jpg"))[:count]

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from agent.errors import BadInputError, DataError
-from agent.fileio import atomic_write_text
+from agent.fileio import atomic_write_text, image_files
 from agent.inference.labels import read_names
 from agent.modeltools.darknet import cfg as darknet
 from agent.training.recipe import Recipe, ultralytics_overrides
@@ -197,9 +197,7 @@ def count_images(data: Path, spec: Dict[str, Any]) -> int:
     if not root.is_absolute():
         root = Path(data).parent / root
     folders = spec["train"] if isinstance(spec["train"], list) else [spec["train"]]
-    suffixes = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-    return sum(1 for folder in folders for p in (root / str(folder)).rglob("*")
-               if p.suffix.lower() in suffixes)
+    return sum(len(image_files(root / str(folder), recursive=True)) for folder in folders)
 
 
 def pretrained_names(source: str, cfg: Optional[Path]) -> List[str]:

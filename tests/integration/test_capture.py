@@ -9,7 +9,7 @@ from mjpeg_server import MjpegCamera  # tests/integration is on sys.path (pytest
 
 from agent.capture import Camera
 from agent.config.schema import CameraConfig
-from agent.datasets.synthetic import make_video
+from agent.datasets.video import make_video
 from agent.errors import CaptureError
 
 

@@ -14,7 +14,7 @@ from mosquitto import Mosquitto, Subscriber, wait
 from test_mqtt_record import Record
 from test_run import MODEL, start_agent
 
-from agent.datasets.synthetic import make_video
+from agent.datasets.video import make_video
 
 pytestmark = pytest.mark.integration
 

@@ -141,7 +141,7 @@ class Agent:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    from agent.datasets.synthetic import make_video
+    from agent.datasets.video import make_video
 
     path = tmp_path_factory.mktemp("clip") / "clip.mp4"
     make_video(path, frames=30, fps=15, seed=3, width=160, height=120)  # 2 s at 15 fps

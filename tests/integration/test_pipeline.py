@@ -9,7 +9,7 @@ import pytest
 
 from agent.capture import Camera
 from agent.config.schema import CameraConfig
-from agent.datasets.synthetic import make_video
+from agent.datasets.video import make_video
 from agent.inference.detector import Detector
 from agent.runtime.pipeline import FrameResult, Pipeline
 

@@ -17,7 +17,7 @@ from test_run import MODEL, start_agent, write_config
 
 from agent.capture import Camera
 from agent.config.schema import CameraConfig
-from agent.datasets.synthetic import make_video
+from agent.datasets.video import make_video
 from agent.inference.detector import DetectorSettings, build_detector
 from agent.runtime.pipeline import Pipeline
 from agent.runtime.prometheus import MetricsServer

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mosquitto import Subscriber, wait
 
-from agent.datasets.synthetic import make_video
+from agent.datasets.video import make_video
 
 SHIPPED = Path("models/shapes-yolov3-tiny.onnx")
 DARKNET = Path("../shared/models/yolov3-tiny-coco/yolov3-tiny.cfg")

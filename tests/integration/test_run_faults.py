@@ -29,7 +29,7 @@ from mjpeg_server import BOUNDARY, numbered_jpeg
 from mosquitto import Subscriber, wait
 from tiny_models import anchor_free_model
 
-from agent.datasets.synthetic import make_video
+from agent.datasets.video import make_video
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "shapes-yolov3-tiny.onnx"

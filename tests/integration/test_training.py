@@ -73,3 +73,19 @@ def test_export_is_self_describing_and_matches_pytorch(trained):
     assert not any(str(root) in value for value in props.values())
     (output,) = backend.infer(np.zeros((1, 3, 64, 64), np.float32))
     assert output.shape == (1, 4 + 3, (64 // 16) ** 2 + (64 // 32) ** 2)
+
+
+def test_export_command_verifies_a_png_data_set_on_its_images(trained, capsys):
+    import cv2
+
+    from agent.cli.main import main
+
+    root, _, result = trained
+    pngs = root / "png-val"
+    pngs.mkdir()
+    for jpg in sorted((root / "shapes" / "images" / "val").glob("*.jpg"))[:3]:
+        cv2.imwrite(str(pngs / f"{jpg.stem}.png"), cv2.imread(str(jpg)))
+    out = root / "png.onnx"
+    assert main(["export", "--weights", str(result.best_weights), "-o", str(out), "--imgsz", "64",
+                 "--verify-images", str(pngs)]) == 0
+    assert "ONNX Runtime vs PyTorch on 3 images" in capsys.readouterr().out

@@ -107,14 +107,6 @@ def test_line_files_and_mot_files_that_are_wrong_say_where(tmp_path: Path):
         read_mot(mot)
 
 
-def test_the_old_import_path_still_works():
-    from agent.datasets import synthetic
-
-    assert synthetic.make_video is make_video
-    with pytest.raises(AttributeError):
-        synthetic.no_such_name  # noqa: B018
-
-
 def test_make_video_command_with_lines_and_a_bad_lines_file(tmp_path: Path, capsys):
     from agent.cli.main import main
 
