@@ -114,6 +114,7 @@ class StageMetrics:
         self._window = window
         self._stages: Dict[str, LatencyWindow] = {}
         self._histograms: Dict[Tuple[str, str], LatencyHistogram] = {}  # (stage, camera or "")
+        self._labelled: Dict[str, Dict[Tuple[str, ...], int]] = {}  # name -> labels -> count (count_by)
         self._counters: Dict[str, int] = collections.defaultdict(int)
         self._lock = threading.Lock()
         self.fps = RateMeter()
@@ -142,6 +143,17 @@ class StageMetrics:
     def count(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self._counters[name] += amount
+
+    def count_by(self, name: str, labels: Tuple[str, ...], amount: int = 1) -> None:
+        """A counter split by a bounded set of labels (events by camera and type), for /metrics;
+        the ``stats`` message keeps its flat counters."""
+        with self._lock:
+            counts = self._labelled.setdefault(name, {})
+            counts[labels] = counts.get(labels, 0) + amount
+
+    def counts_by(self, name: str) -> Dict[Tuple[str, ...], int]:
+        with self._lock:
+            return dict(self._labelled.get(name, {}))
 
     def counter(self, name: str) -> int:
         with self._lock:

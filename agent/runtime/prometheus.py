@@ -147,6 +147,11 @@ class AgentCollector:
             if counter_key.startswith(SINK_ERRORS):
                 sink_errors.add_metric([counter_key[len(SINK_ERRORS):]], float(value))
         yield sink_errors
+        events = _counter("events", "Tracking events by camera and type (track_start, track_end, zone_enter, "
+                          "zone_exit, line_cross...); none while tracking is off.", ["camera", "type"])
+        for (camera, kind), value in sorted(pipeline.metrics.counts_by("events").items()):
+            events.add_metric([camera, kind], float(value))
+        yield events
         age = _gauge("inference_heartbeat_age_seconds", "Seconds since the inference loop last went round.")
         age.add_metric([], max(0.0, time.monotonic() - pipeline.heartbeat))
         yield age

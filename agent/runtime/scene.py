@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -64,8 +64,13 @@ class Scene:
         self.metrics.observe("tracking", stages["tracking"])
         if out.events:
             self.metrics.count("events", len(out.events))
+            self._count_events(frame.camera, out.events)
         return FrameResult(frame, dets, stages, zones, ids, out.events, out.counts, out.counts_changed,
                            trails, cam)
+
+    def _count_events(self, camera: str, events: Sequence[Mapping[str, Any]]) -> None:
+        for event in events:  # by camera and type for /metrics (a few per second at most)
+            self.metrics.count_by("events", (camera, str(event.get("type"))))
 
     def finish(self) -> List[FrameResult]:
         """Every track ends (the input did, or the agent stops): their last events and counts."""
@@ -75,6 +80,7 @@ class Scene:
             if last is None:
                 continue
             out = engine.finish(last.index, last.wall_time)
+            self._count_events(name, out.events)
             results.append(FrameResult(last, Detections.empty(), {}, events=out.events, counts=out.counts,
                                        counts_changed=True, camera=cam, kind=EVENTS))
         self._engines.clear()

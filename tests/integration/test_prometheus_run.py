@@ -75,7 +75,8 @@ def test_run_serves_metrics_and_healthz_until_its_input_ends(broker, tmp_path: P
     base = f"http://127.0.0.1:{port}"
     config = write_config(tmp_path, broker, paced_clip, realtime=True)
     agent = start_agent(config, "--set", "metrics.enabled=true", "--set", f"metrics.port={port}",
-                        "--set", "metrics.stall_timeout=2", "--set", "mqtt.drain_timeout=4")
+                        "--set", "metrics.stall_timeout=2", "--set", "mqtt.drain_timeout=4",
+                        "--set", "tracking.enabled=true", "--set", "tracking.update_interval_s=0.2")
     try:
         codes: List[Tuple[int, Dict[str, object]]] = []
 
@@ -100,7 +101,8 @@ def test_run_serves_metrics_and_healthz_until_its_input_ends(broker, tmp_path: P
                              ("detection_agent_frames_processed_total", {"camera": "cam"}),
                              ("detection_agent_inference_latency_seconds_count", {}),
                              ("detection_agent_end_to_end_latency_seconds_count", {"camera": "cam"}),
-                             ("detection_agent_mqtt_messages_published_total", {"kind": "detections"})):
+                             ("detection_agent_mqtt_messages_published_total", {"kind": "detections"}),
+                             ("detection_agent_events_total", {"camera": "cam", "type": "track_update"})):
             assert value(second, name, **labels) > value(first, name, **labels), name
         processed = value(second, "detection_agent_frames_processed_total", camera="cam")
         assert value(second, "detection_agent_frames_captured_total", camera="cam") >= processed
@@ -109,6 +111,9 @@ def test_run_serves_metrics_and_healthz_until_its_input_ends(broker, tmp_path: P
             == processed
         assert 0 < value(second, "detection_agent_inference_latency_seconds_sum") < 60
         assert value(second, "detection_agent_mqtt_messages_published_total", kind="status") >= 1  # online
+        assert value(second, "detection_agent_events_total", camera="cam", type="track_start") >= 1
+        published = "detection_agent_mqtt_messages_published_total"
+        wait(lambda: value(scrape(base)[1], published, kind="events") >= 1, 10, "an events message acked")
         assert value(second, "detection_agent_mqtt_connected") == 1
         assert value(second, "detection_agent_camera_up", camera="cam") == 1
         assert value(second, "detection_agent_camera_state", camera="cam", state="online") == 1
@@ -224,3 +229,16 @@ def test_healthz_says_503_while_inference_is_stalled_and_200_once_it_goes_on(loo
         if pipeline is not None:
             pipeline.stop()
         server.close()
+
+
+def test_bench_scrape_takes_turns_and_counts_what_scraping_costs(looped_clip: Path) -> None:
+    from agent.bench.scrape import run_scrape_bench
+
+    report = run_scrape_bench(MODEL, looped_clip, hz=10.0, rounds=2, window_s=1.0)
+    assert len(report["fps_with"]) == len(report["fps_without"]) == len(report["ratios"]) == 2
+    assert all(fps > 0 for fps in report["fps_with"] + report["fps_without"])
+    assert report["scraper"]["errors"] == 0 and report["scraper"]["scrapes"] >= 5
+    assert report["scrapes_per_s"] > 2 and report["scrapes_while_off"] <= 4  # 1 in flight per switch at most
+    assert report["scrape_cpu_ms"] > 0 and 0 < report["scrape_core_share"] < 1
+    assert report["ratio_min"] <= report["ratio_median"] <= report["ratio_max"]
+    assert len(report["cpu_ratios"]) == 2 and report["observe_us"] > 0

@@ -159,8 +159,18 @@ def test_every_dashboard_expression_parses_and_names_an_exported_metric() -> Non
                  "detection_agent_end_to_end_latency_seconds_bucket",
                  "detection_agent_mqtt_messages_published_total", "detection_agent_spool_messages",
                  "detection_agent_spool_oldest_message_age_seconds", "detection_agent_mqtt_connected",
-                 "detection_agent_build_info"):
+                 "detection_agent_build_info", "detection_agent_events_total"):
         assert name in used, name
+
+
+def test_the_alert_rules_in_the_deployment_guide_name_exported_metrics() -> None:
+    exported = exported_names(collector_exposition()) | {"up"}  # up: Prometheus' own, per target
+    guide = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    rules = re.findall(r"^\s*expr: (.+)$", guide, re.M)
+    assert len(rules) >= 4
+    for expression in rules:
+        names = promql_metric_names(expression)
+        assert names and names <= exported, f"{expression!r} names {sorted(names - exported)}, not exported"
 
 
 def test_the_promql_reader_finds_names_and_rejects_broken_expressions() -> None:
