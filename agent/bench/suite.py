@@ -70,7 +70,7 @@ def _pipeline(args: argparse.Namespace, model: Optional[Path], peers: bool) -> D
         if scrape_hz:  # the cost of Prometheus scraping instead of the comparison with the peers
             from agent.bench.scrape import run_scrape_bench
 
-            return run_scrape_bench(model, video, backend, args.threads, scrape_hz, args.scrape_rounds)
+            return run_scrape_bench(model, video, backend, args.threads, scrape_hz, args.scrape_pairs)
         return run_pipeline_bench(model, video, backend, args.threads, peers)
 
     if args.source:

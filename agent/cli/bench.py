@@ -22,8 +22,8 @@ def register(sub: Any) -> None:
     p.add_argument("--source", metavar="VIDEO", help="video for --pipeline")
     p.add_argument("--scrape-hz", type=float, metavar="HZ",
                    help="with --pipeline: FPS with /metrics scraped HZ times a second vs without, in turns")
-    p.add_argument("--scrape-rounds", type=int, default=4, metavar="N",
-                   help="pairs of runs (without, with scraping) for --scrape-hz (default 4)")
+    p.add_argument("--scrape-pairs", type=int, default=10, metavar="N",
+                   help="pairs of 5 s windows (without, with scraping) for --scrape-hz (default 10)")
     p.add_argument("--mqtt", action="store_true",
                    help="MQTT publishing to a local broker it starts: QoS 1 msgs/s and added latency p50/p99")
     p.add_argument("--mqtt-messages", type=int, default=20000, metavar="N",
