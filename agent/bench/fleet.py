@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # the CLI builds its parser from this module: nothing heavy a
 log = logging.getLogger(__name__)
 
 GROUP = "fleet"
+GAP_GRACE_S = 0.5
 
 
 def run_fleet_bench(args: argparse.Namespace) -> Dict[str, Any]:
@@ -201,7 +202,9 @@ def _gap(restart: Optional[Dict[str, Any]], keys: List[Tuple[str, str, str]],
     if restart is None:
         return None
     resubscribed = restart.get("consumers_resubscribed_s") or []
-    back = restart["up"] + (max(resubscribed) if resubscribed else 0.0)
+    # A consumer says "subscribed" on its CONNACK, a round trip before its SUBSCRIBE counts, and
+    # agents' reconnects are sampled every 50 ms in busy processes: half a second of grace.
+    back = restart["up"] + (max(resubscribed) if resubscribed else 0.0) + GAP_GRACE_S
     return {key: back if t is not None and restart["stopped"] <= t < back else None
             for key, t in zip(keys, up_since)}
 
