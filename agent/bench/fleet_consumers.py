@@ -133,7 +133,7 @@ class StatusWatch:
         self._lock = threading.Lock()
         self._filter = f"{prefix}/+/status"
         self.client = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2)
-        self.client.reconnect_delay_set(0.2, 2)
+        self.client.reconnect_delay_set(1, 2)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self._filter, 1)
         self.client.on_message = self._on_message
         self.client.connect(host, port, 10)
