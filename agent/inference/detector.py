@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -47,12 +49,38 @@ class DetectorSettings:
 
     @classmethod
     def from_config(cls, cfg: AgentConfig) -> DetectorSettings:
-        """The settings ``run`` uses for ``cfg`` (``model:`` and ``inference:``)."""
+        """The settings ``run`` uses for ``cfg`` (``model:`` and ``inference:``); ``model.threads``
+        unset: ``inference_threads`` for its cameras."""
         model = cfg.model
         size = (int(model.input_size[0]), int(model.input_size[1])) if model.input_size else None
-        return cls(backend=model.backend, batch_size=cfg.inference.batch_size, threads=model.threads,
+        threads = model.threads or inference_threads(len(cfg.enabled_cameras))
+        return cls(backend=model.backend, batch_size=cfg.inference.batch_size, threads=threads,
                    labels=model.labels, input_size=size, resize_mode=model.resize_mode,
                    warmup_runs=model.warmup_runs, postprocess=postprocess_settings(cfg))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and taskset set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def inference_threads(cameras: int, cores: Optional[int] = None) -> int:
+    """Threads for a CPU backend (ONNX Runtime, OpenCV): the cores the other stages leave.
+
+    Besides inference the pipeline runs one capture thread per camera (video decoding and the
+    letterbox) and the publish thread (decoding outputs, NMS, tracking, MQTT); together they
+    keep about one core busy for up to four cameras. So one core is left to them per four
+    cameras (at least one), and inference takes the rest (at least one thread). Measured on
+    the 2-core development machine (bench.tracking_cost's thread sweep, README): ONNX
+    Runtime's default of a thread per core made the backend alone 2x slower there whenever
+    other work ran, its threads spinning against capture and decode; one thread gave the
+    best backend and pipeline FPS. ``model.threads`` overrides this.
+    """
+    total = usable_cores() if cores is None else cores
+    return max(1, total - max(1, math.ceil(max(cameras, 1) / 4)))
 
 
 def postprocess_settings(cfg: AgentConfig) -> PostprocessSettings:

@@ -81,3 +81,17 @@ def test_line_classes_are_checked_against_the_model(tmp_path):
     cfg = loader.load(write(tmp_path, BASE.replace("classes: [square]", "classes: [person]")))
     with pytest.raises(ConfigError, match=r"agent\.yaml: cameras\.0\.lines\.0\.classes: 'person' not in"):
         runtime_settings(cfg, NAMES, "agent.yaml")
+
+
+def test_inference_threads_leave_cores_to_capture_and_decode(tmp_path):
+    from agent.inference.detector import DetectorSettings, inference_threads, usable_cores
+
+    assert inference_threads(1, cores=2) == 1  # this machine: one core for inference, one for the rest
+    assert inference_threads(1, cores=8) == 7
+    assert inference_threads(8, cores=8) == 6  # a core per four cameras for their capture threads
+    assert inference_threads(4, cores=1) == 1
+    cfg = loader.load(write(tmp_path, BASE))
+    assert DetectorSettings.from_config(cfg).threads == inference_threads(2, usable_cores())
+    text = BASE.replace("model: {path: m.onnx}", "model: {path: m.onnx, threads: 3}")
+    pinned = loader.load(write(tmp_path, text))
+    assert DetectorSettings.from_config(pinned).threads == 3
