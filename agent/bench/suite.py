@@ -67,6 +67,11 @@ def _pipeline(args: argparse.Namespace, model: Optional[Path], peers: bool) -> D
     scrape_hz = getattr(args, "scrape_hz", None)
 
     def bench(video: Path) -> Dict[str, Any]:
+        if getattr(args, "tracking", False):  # what tracking costs, and the backend's threads
+            from agent.bench.tracking_cost import run_threads_bench, run_tracking_bench
+
+            return {"tracking": run_tracking_bench(model, video, backend, args.threads),
+                    "threads": run_threads_bench(model, video)}
         if scrape_hz:  # the cost of Prometheus scraping instead of the comparison with the peers
             from agent.bench.scrape import run_scrape_bench
 

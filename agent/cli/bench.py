@@ -24,6 +24,9 @@ def register(sub: Any) -> None:
                    help="with --pipeline: FPS with /metrics scraped HZ times a second vs without, in turns")
     p.add_argument("--scrape-pairs", type=int, default=10, metavar="N",
                    help="pairs of 5 s windows (without, with scraping) for --scrape-hz (default 10)")
+    p.add_argument("--tracking", action="store_true",
+                   help="with --pipeline: FPS with tracking (and a counting line) on vs off, in ABBA windows "
+                        "of one run, and the backend alone vs the pipeline at 1 and 2 ONNX Runtime threads")
     p.add_argument("--mqtt", action="store_true",
                    help="MQTT publishing to a local broker it starts: QoS 1 msgs/s and added latency p50/p99")
     p.add_argument("--mqtt-messages", type=int, default=20000, metavar="N",
