@@ -45,12 +45,12 @@ log = logging.getLogger(__name__)
 PREFIX = "detection_agent_"
 # StageMetrics stage -> histogram name and help. capture_to_publish is observed once per
 # processed frame, per camera: its count is also each camera's processed-frames counter.
+# The other stages (preprocess, postprocess, tracking) have their p50/p99 in the stats message;
+# here they would double the lines of every scrape.
 STAGE_HISTOGRAMS = {
     "inference": ("inference_latency_seconds", "Network inference time per batch (backend.infer)."),
     "capture_to_publish": ("end_to_end_latency_seconds",
                            "From frame capture until its result was handed to every sink (MQTT queue)."),
-    "preprocess": ("preprocess_latency_seconds", "Letterbox and tensor preparation per frame."),
-    "postprocess": ("postprocess_latency_seconds", "Decode, NMS and filters per batch."),
 }
 END_TO_END = "capture_to_publish"
 CAMERA_STATES = ("starting", "online", "reconnecting", "failed", "finished", "stopped")
@@ -311,6 +311,11 @@ class MetricsServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as Prometheus scrapes: one connection and one thread for many scrapes,
+            # not a new thread and socket each time. An idle connection is closed after a minute.
+            protocol_version = "HTTP/1.1"
+            timeout = 60
+
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("metrics %s: " + format, self.address_string(), *args)
 
