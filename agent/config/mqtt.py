@@ -106,6 +106,11 @@ class MqttConfig(StrictModel):
     session_expiry: int = Field(86400, ge=0, le=4294967295)  # MQTT 5: seconds the broker keeps our session
     inflight_max: int = Field(100, ge=1, le=65000)  # QoS>0 messages sent and not yet acknowledged
     queue_size: int = Field(1000, ge=1, le=1000000)  # messages between the caller and the sender thread
+    # MQTT 5: a QoS 1 message the broker acknowledged with "no matching subscribers" (code 16)
+    # stays in the spool and is sent again after this many seconds, until a subscriber takes it
+    # or the spool's bounds drop it (consumers on $share subscriptions that a broker restart
+    # forgot); 0: such a message is gone, as on any acknowledgement.
+    hold_unrouted_s: float = Field(0.0, ge=0, le=86400)
     # Seconds `run` keeps sending after its input ended (files, --max-frames, --duration) until
     # the broker acknowledged everything; 0: exit at once, leaving the rest in the spool.
     drain_timeout: float = Field(30.0, ge=0, le=86400)
@@ -149,6 +154,9 @@ class MqttConfig(StrictModel):
             raise conflict("password_file", "set password or password_file, not both")
         if self.reconnect_min > self.reconnect_max:
             raise conflict("reconnect_max", f"must be >= reconnect_min ({self.reconnect_min:g})")
+        if self.hold_unrouted_s > 0 and self.protocol != "5":
+            raise conflict("hold_unrouted_s", "needs protocol: 5 (an MQTT 3.1.1 PUBACK does not say "
+                                              "whether the message reached a subscriber)")
         return self
 
     def resolve_password(self) -> Optional[str]:

@@ -8,6 +8,8 @@ the sender. So nothing is shared but that list, the bounded queue and the counte
   window of ``mqtt.inflight_max`` unacknowledged messages; its PUBACK deletes it.
 - A new connection starts the cursor at 0: every message still in the spool (sent and
   unacknowledged, or waiting) goes out again in order before anything newer.
+- With ``mqtt.hold_unrouted_s`` (MQTT 5), a PUBACK saying "no matching subscribers" keeps the
+  message in the spool for a resend after that delay (see unrouted.py).
 - QoS 0 messages are sent when connected, dropped (and counted) otherwise.
 - Connected means a successful CONNACK of the current client, nothing less; on connect the
   retained ``online`` goes out and ``hooks.connected(client)`` runs (subscriptions,
@@ -40,6 +42,7 @@ from agent.publish import connection
 from agent.publish.payloads import STATUS_OFFLINE, STATUS_ONLINE
 from agent.publish.spool import Message, spool_from_config
 from agent.publish.throttle import Throttled
+from agent.publish.unrouted import Unrouted, is_unrouted
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,7 @@ class Sender:
         self._inflight: Dict[int, Message] = {}
         self._cursor = 0
         self._replay_upto = 0
+        self._unrouted = Unrouted(mq.hold_unrouted_s)  # acknowledged, reached nobody, resent later
         self._status_mid: Optional[int] = None
         self._status_acked = False
         self._deadline = 0.0
@@ -176,6 +180,7 @@ class Sender:
             out["last_internal_error"] = self._last_internal
             # Delivered: acknowledged by the broker (QoS 1), or written to the socket (QoS 0).
             out["published_by"] = dict(self._published)
+        out.update(self._unrouted.counters())
         spool = self.spool
         if spool is not None:  # copy first: the sender thread may add a reason meanwhile
             dropped.update({f"spool_{k}": v for k, v in spool.dropped.copy().items()})
@@ -266,7 +271,7 @@ class Sender:
                 f"{self._internal} in all; sending goes on. Last: {last}")
 
     def _housekeeping(self) -> None:
-        self.spool.trim(self._cursor, check_age=True)
+        self.spool.trim(self._cursor, check_age=True, held=self._unrouted)
         self.spool.flush_log()
         self._internal_log.flush()
         if len(self.spool) <= _AUDIT_MAX and not self.spool.audit():
@@ -301,7 +306,7 @@ class Sender:
         if must_wait:  # counted first: whoever sees them in the backlog sees them counted
             self._bump("spooled", len(stored))
         for start in range(0, len(stored), _BATCH):
-            self.spool.add(stored[start:start + _BATCH], inflight_above=self._cursor)
+            self.spool.add(stored[start:start + _BATCH], inflight_above=self._cursor, held=self._unrouted)
         self._unstored = []
         if must_wait:
             self._replay_upto = max(self._replay_upto, max(m.id for m in stored))
@@ -329,6 +334,8 @@ class Sender:
                 return
             if getattr(reason, "is_failure", False):
                 self.drop("refused", f"the broker refused a message on {msg.topic}: {reason}")
+            elif is_unrouted(reason) and self._unrouted.note(msg):
+                return  # stays in the spool, sent again after mqtt.hold_unrouted_s
             else:
                 self._bump("acked")
                 self._bump_published(msg.topic)
@@ -356,7 +363,8 @@ class Sender:
         client = self.client
         while self.state == "up" and client is not None:
             room = self.mq.inflight_max - len(self._inflight)
-            batch = self.spool.after(self._cursor, min(room, _BATCH)) if room > 0 else []
+            resend = self._unrouted.due(min(room, _BATCH))  # held ones first: they are older
+            batch = resend or (self.spool.after(self._cursor, min(room, _BATCH)) if room > 0 else [])
             if not batch:
                 return
             for msg in batch:
@@ -371,9 +379,9 @@ class Sender:
                 if info.rc != paho.MQTT_ERR_SUCCESS:
                     return  # the connection just went; its event follows, the spool keeps the message
                 self._inflight[info.mid] = msg
-                self._cursor = msg.id
+                self._cursor = max(self._cursor, msg.id)
                 self._bump("sent")
-                if msg.id <= self._replay_upto:
+                if msg.id <= self._replay_upto and not resend:
                     self._bump("replayed")
 
     # -- connection state ------------------------------------------------------------------------
@@ -435,6 +443,7 @@ class Sender:
         self._gen += 1  # ignore whatever that client still reports
         self._set_state("down", reason)
         self._inflight.clear()
+        self._unrouted.clear()  # the cursor goes back to 0: the replay sends them again
         self.subscribed = False
         self._replay_upto = max(self._replay_upto, self._cursor)
         self._cursor = 0

@@ -32,10 +32,13 @@ import collections
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from agent.publish.spool_store import DiskStore, MemoryStore, Message, SpoolUnavailable
 from agent.publish.throttle import Throttled
+
+if TYPE_CHECKING:
+    from agent.publish.unrouted import Unrouted
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +89,11 @@ class Spool:
 
     # -- operations ------------------------------------------------------------------------
 
-    def add(self, messages: List[Message], inflight_above: int = 0) -> None:
+    def add(self, messages: List[Message], inflight_above: int = 0, held: Optional[Unrouted] = None) -> None:
         """Append ``messages`` (their ids are set), then apply the bounds.
 
-        Rows with ids <= ``inflight_above`` are on the wire; the bounds spare them.
+        Rows with ids <= ``inflight_above`` are on the wire; the bounds spare them, except the
+        ``held`` ones (see ``trim``).
         """
         if not messages:
             return
@@ -103,7 +107,7 @@ class Spool:
             gone = self._store.insert(messages, keys)
         self.count += len(messages) - len(gone)
         self.bytes += sum(m.size for m in messages) - sum(size for _, size in gone)
-        self.trim(inflight_above)
+        self.trim(inflight_above, held=held)
 
     def last_id(self) -> int:
         """The largest id ever given out (0 for an empty new spool)."""
@@ -154,9 +158,11 @@ class Spool:
         self.count, self.bytes = count, size
         return False
 
-    def trim(self, inflight_above: int = 0, check_age: bool = False) -> int:
+    def trim(self, inflight_above: int = 0, check_age: bool = False, held: Optional[Unrouted] = None) -> int:
         """Apply max_messages and max_bytes (and max_age with ``check_age``, a periodic job).
 
+        ``held``: messages below ``inflight_above`` that are not on the wire but wait for a
+        resend (unrouted.py); being the oldest, they are dropped first, and forgotten there.
         Returns how many messages were dropped.
         """
         if not check_age and self.count <= self._bound and self.bytes <= self.max_bytes:
@@ -164,29 +170,20 @@ class Spool:
         dropped = 0
         by_reason: Dict[str, int] = collections.defaultdict(int)
         horizon = self.clock() - self.max_age
+        if held is not None and len(held):
+            rows = sorted((msg_id, msg.size, msg.created) for msg_id, msg in held.held.items())
+            victims = self._victims(rows, check_age, horizon, by_reason)
+            if victims:
+                held.forget(victims)
+                self._delete(victims)
+                dropped += len(victims)
         while self.count:
-            excess_n = self.count - self._bound
-            excess_b = self.bytes - self.max_bytes
             rows = self._call("oldest", inflight_above, 256)
             if rows is None:
                 rows = self._store.oldest(inflight_above, 256)
             if not rows:
                 break
-            victims: List[int] = []
-            for msg_id, size, created in rows:
-                if check_age and created < horizon:
-                    reason = "max_age"
-                elif excess_n > 0:
-                    reason = "memory" if self.mode == "memory" and self._bound < self.max_messages \
-                        else "max_messages"
-                elif excess_b > 0:
-                    reason = "max_bytes"
-                else:
-                    break
-                victims.append(msg_id)
-                by_reason[reason] += 1
-                excess_n -= 1
-                excess_b -= size
+            victims = self._victims(rows, check_age, horizon, by_reason)
             if not victims:
                 break
             self._delete(victims)
@@ -197,6 +194,28 @@ class Spool:
             self.dropped[reason] += n
         self._drop_log.note(by_reason)
         return dropped
+
+    def _victims(self, rows: Sequence[Tuple[int, int, float]], check_age: bool, horizon: float,
+                 by_reason: Dict[str, int]) -> List[int]:
+        """The ids among ``rows`` (id, size, created; oldest first) that the bounds drop now."""
+        excess_n = self.count - self._bound
+        excess_b = self.bytes - self.max_bytes
+        victims: List[int] = []
+        for msg_id, size, created in rows:
+            if check_age and created < horizon:
+                reason = "max_age"
+            elif excess_n > 0:
+                reason = "memory" if self.mode == "memory" and self._bound < self.max_messages \
+                    else "max_messages"
+            elif excess_b > 0:
+                reason = "max_bytes"
+            else:
+                break
+            victims.append(msg_id)
+            by_reason[reason] += 1
+            excess_n -= 1
+            excess_b -= size
+        return victims
 
     def flush_log(self) -> None:
         """Log the drops not reported yet, once the summary interval has passed (a periodic job)."""

@@ -100,11 +100,11 @@ def test_internal_errors_never_stop_the_sender_and_show_in_stats_and_log(broker,
     spool = pub._sender.spool
     real_add, failures = spool.add, [3]
 
-    def add_with_a_bug(messages, inflight_above=0):
+    def add_with_a_bug(messages, *args, **kwargs):
         if failures[0]:
             failures[0] -= 1
             raise RuntimeError("simulated bookkeeping bug")
-        return real_add(messages, inflight_above)
+        return real_add(messages, *args, **kwargs)
 
     spool.add = add_with_a_bug
     caplog.set_level("ERROR", logger="agent.publish.sender")

@@ -241,9 +241,20 @@ def test_section_that_is_not_a_mapping(tmp_path: Path) -> None:
      "cfg.yaml:7: mqtt.tls.key_file: cert_file needs key_file (the client certificate's private key)"),
     ("mqtt:\n  password: a\n  password_file: /etc/pw\n",
      "cfg.yaml:8: mqtt.password_file: set password or password_file, not both"),
+    ("mqtt:\n  hold_unrouted_s: 5\n",
+     "cfg.yaml:7: mqtt.hold_unrouted_s: needs protocol: 5 (an MQTT 3.1.1 PUBACK does not say whether "
+     "the message reached a subscriber)"),
 ])
 def test_cross_field_checks(tmp_path: Path, extra: str, expected: str) -> None:
     assert problems(tmp_path, MINIMAL + extra) == [expected]
+
+
+def test_hold_unrouted_is_off_by_default_and_takes_seconds_on_mqtt_5(tmp_path: Path) -> None:
+    assert load_text(tmp_path, MINIMAL).mqtt.hold_unrouted_s == 0
+    cfg = load_text(tmp_path, MINIMAL + "mqtt:\n  protocol: 5\n  hold_unrouted_s: 2.5\n")
+    assert cfg.mqtt.hold_unrouted_s == 2.5
+    assert problems(tmp_path, MINIMAL + "mqtt:\n  protocol: 5\n  hold_unrouted_s: -1\n") == [
+        "cfg.yaml:8: mqtt.hold_unrouted_s: input should be greater than or equal to 0 (got -1)"]
 
 
 def test_camera_width_without_height(tmp_path: Path) -> None:
