@@ -51,6 +51,9 @@ def run_fleet_bench(args: argparse.Namespace) -> Dict[str, Any]:
     restart_at = args.duration / 2 if args.restart_at is None else args.restart_at
     if restart_at < 0 or restart_at >= args.duration or args.restart_down < 0:
         raise BadInputError("bench --fleet: --restart-at within [0, --duration), --restart-down >= 0")
+    hold = args.fleet_hold_unrouted
+    if hold < 0 or (hold > 0 and args.fleet_protocol != "5"):
+        raise BadInputError("bench --fleet: --fleet-hold-unrouted takes seconds >= 0 (--fleet-protocol 5)")
     _raise_open_files_limit(4 * args.agents + 256)
     if args.fleet_dir:
         workdir = Path(args.fleet_dir)
@@ -83,7 +86,8 @@ def _run(args: argparse.Namespace, workdir: Path, restart_at: float) -> Dict[str
         for name, pid in consumers.pids().items():
             sampler.track(name, pid)
         settings = FleetSettings(agents=args.agents, rate=args.rate, host=broker.host, port=broker.port,
-                                 workdir=workdir, protocol=args.fleet_protocol)
+                                 workdir=workdir, protocol=args.fleet_protocol,
+                                 hold_unrouted_s=args.fleet_hold_unrouted)
         workers = args.processes or math.ceil(args.agents / AGENTS_PER_WORKER)
         pool = WorkerPool(settings, min(workers, args.agents))
         for name, pid in pool.pids().items():
@@ -119,6 +123,7 @@ def _run(args: argparse.Namespace, workdir: Path, restart_at: float) -> Dict[str
         report: Dict[str, Any] = {
             "agents": args.agents, "rate_per_agent": args.rate, "duration_s": args.duration,
             "consumers": args.consumers, "protocol": args.fleet_protocol, "broker": broker.version(),
+            "hold_unrouted_s": args.fleet_hold_unrouted,
             "agent_processes": len(pool.procs), "connect_s": round(connect_s, 2),
             "published": calls, "published_per_s": round(calls / published_s, 1),
             "delivered_per_s": round(proof["unique"] / drained_s, 1) if drained_s else None,
@@ -253,6 +258,9 @@ def report_lines(r: Dict[str, Any]) -> List[str]:
            f"FAILED: {p['missing_still_in_spools']} still in the agents' spools, "
            f"{p['missing_in_restart_gap']} created in the restart gap (between the stop and the "
            f"consumers' return), {p['lost']} lost"),
+        f"  agents' mqtt.hold_unrouted_s {r.get('hold_unrouted_s', 0):g}: "
+        f"{r['publisher'].get('unrouted', 0)} PUBACK(s) said no subscriber matched, "
+        f"{r['publisher'].get('unrouted_resent', 0)} resend(s) of held messages",
         f"  latency publish->consumer: p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, "
         f"max {lat.get('max')} ms",
         f"  CPU: {r['agent_processes']} agent process(es) {r['agents_processes_cpu_cores']} cores = "

@@ -50,6 +50,7 @@ class FleetSettings:
     keepalive: int = 10
     inflight_max: int = 100
     queue_size: int = 1000
+    hold_unrouted_s: float = 0.0  # mqtt.hold_unrouted_s of every agent (MQTT 5)
 
 
 def agent_config(settings: FleetSettings, index: int) -> AgentConfig:
@@ -62,7 +63,7 @@ def agent_config(settings: FleetSettings, index: int) -> AgentConfig:
                  "keepalive": settings.keepalive, "reconnect_min": settings.reconnect_min,
                  "reconnect_max": settings.reconnect_max, "connect_timeout": 10,
                  "stats_interval": 3600, "inflight_max": settings.inflight_max,
-                 "queue_size": settings.queue_size},
+                 "queue_size": settings.queue_size, "hold_unrouted_s": settings.hold_unrouted_s},
         "spool": {"path": str(settings.workdir / "spools" / f"{device_id(index)}.db")},
     })
 
@@ -191,7 +192,8 @@ class SimulatedFleet:
 
     def totals(self) -> Dict[str, Any]:
         """The publishers' counters summed (and the largest backlog of one agent)."""
-        keys = ("sent", "acked", "spooled", "replayed", "dropped", "reconnects", "connects")
+        keys = ("sent", "acked", "spooled", "replayed", "dropped", "reconnects", "connects", "unrouted",
+                "unrouted_resent")
         out: Dict[str, Any] = {key: 0 for key in keys}
         backlog_max = backlog = inflight = 0
         dropped_by: Dict[str, int] = {}

@@ -78,6 +78,9 @@ def _add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--processes", type=int, metavar="P",
                    help="worker processes for the agents (default: one per 100 agents)")
     g.add_argument("--fleet-protocol", choices=["3.1.1", "5"], default="5", help="agents' MQTT version")
+    g.add_argument("--fleet-hold-unrouted", type=float, default=0.0, metavar="S",
+                   help="agents' mqtt.hold_unrouted_s: resend after S seconds what the broker acknowledged "
+                        "as reaching no subscriber (MQTT 5; default 0: off)")
     g.add_argument("--fleet-dir", metavar="DIR",
                    help="keep spools, recordings and the broker log here (default: a temporary folder)")
     g.add_argument("--drain-timeout", type=float, default=120.0,
