@@ -6,7 +6,7 @@ every command (``run``, ``detect``, ``eval --model``, ``bench``), so no backend 
 model tools:
 
 - a darknet ``.cfg`` for ONNX Runtime is converted once into a cached ONNX model
-  (agent/modeltools/darknet/to_onnx.py); for OpenCV, whose importer reads darknet files
+  (agent/modeltools/darknet/cache.py); for OpenCV, whose importer reads darknet files
   itself, the weights beside the cfg and the ``ModelInfo`` read from the cfg go with it;
 - an engine on a machine without TensorRT (a device config tried on a laptop) runs the ONNX
   model it was built from, when that lies beside it.
@@ -48,7 +48,7 @@ def resolve_model(model_path: Union[str, Path], requested: str = "auto",
     if name == "opencv":
         return ModelFile(model_path, name, DarknetNetwork(darknet.weights_for(model_path),
                                                           darknet.model_info(model_path, class_names)))
-    from agent.modeltools.darknet.to_onnx import cached_onnx
+    from agent.modeltools.darknet.cache import cached_onnx
 
     return ModelFile(cached_onnx(model_path), name)
 

@@ -38,7 +38,9 @@ import numpy as np
 
 from agent.errors import ModelError
 from agent.modeltools.darknet import cfg as darknet
-from agent.modeltools.darknet import to_onnx as darknet_onnx
+from agent.modeltools.darknet import layers as darknet_layers
+from agent.modeltools.darknet.to_onnx import BN_EPSILON
+from agent.modeltools.darknet.weights import read_weights
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ def _int(sec: darknet.Section, key: str, default: int, path: Path) -> int:
 def translate(cfg_path: Path, num_classes: int) -> Topology:
     """The ultralytics model description of a darknet cfg, with the new head for ``num_classes``."""
     path = Path(cfg_path)
-    _net, layers = darknet_onnx.plan(path)
+    _net, layers = darknet_layers.plan(path)
     n = len(layers)
     kinds = [layer.section.kind for layer in layers]
     yaml_of: Dict[int, Optional[int]] = {}
@@ -102,7 +104,7 @@ def translate(cfg_path: Path, num_classes: int) -> Topology:
     convs: List[ConvSpec] = []
     head_inputs: List[int] = []
 
-    def source(dk: int, layer: darknet_onnx.Layer) -> int:
+    def source(dk: int, layer: darknet_layers.Layer) -> int:
         if dk < 0:  # the image
             return -1
         target = yaml_of.get(dk)
@@ -111,7 +113,7 @@ def translate(cfg_path: Path, num_classes: int) -> Topology:
                              "a YOLO head output, which has no counterpart in the training model")
         return -1 if target == len(entries) - 1 else target
 
-    def conv_spec(layer: darknet_onnx.Layer, module: Optional[str]) -> ConvSpec:
+    def conv_spec(layer: darknet_layers.Layer, module: Optional[str]) -> ConvSpec:
         sec = layer.section
         in_c = layers[layer.inputs[0]].shape[0] if layer.inputs[0] >= 0 else 3
         return ConvSpec(layer.index, sec.line, _int(sec, "filters", 1, path), _int(sec, "size", 1, path),
@@ -210,7 +212,7 @@ def _check_trainable_conv(path: Path, sec: darknet.Section) -> None:
                          "leaky convolutions (or the linear one feeding a [yolo] head) can be trained")
 
 
-def _is_residual(layers: List[darknet_onnx.Layer], i: int, path: Path) -> bool:
+def _is_residual(layers: List[darknet_layers.Layer], i: int, path: Path) -> bool:
     """Layers i, i+1, i+2 are conv 1x1, conv 3x3, shortcut from=-3 (linear): a darknet-53 block."""
     if i + 2 >= len(layers):
         return False
@@ -237,7 +239,7 @@ def _backbone_end(entries: List[List[Any]]) -> int:
 def stride8_branch(cfg_path: Path, out_path: Path) -> Path:
     """Write ``cfg_path`` plus a third [yolo] head at stride 8 (yolov3-tiny -> yolov3-tiny-3l)."""
     path = Path(cfg_path)
-    net, layers = darknet_onnx.plan(path)
+    net, layers = darknet_layers.plan(path)
     height = net.get_int("height", None, path)
     yolos = [layer for layer in layers if layer.section.kind == "yolo"]
     if len(yolos) != 2:
@@ -324,8 +326,8 @@ def darknet_convs(cfg_path: Path, weights_path: Path
     """(topology of the weights' cfg, darknet layer -> (beta, gamma, mean, var, kernel) or (bias, kernel),
     class count). Every float of the weights file must be consumed exactly."""
     cfg_path, weights_path = Path(cfg_path), Path(weights_path)
-    _version, _seen, values = darknet_onnx.read_weights(weights_path)
-    _net, layers = darknet_onnx.plan(cfg_path)
+    _version, _seen, values = read_weights(weights_path)
+    _net, layers = darknet_layers.plan(cfg_path)
     expected = sum(layer.params for layer in layers)
     if values.size != expected:
         what = "truncated" if values.size < expected else "too long"
@@ -384,7 +386,7 @@ def load_into(model: Any, target: Topology, cfg_path: Path, weights_path: Path) 
             bn = model.get_submodule(f"{prefix}.bn")
             # darknet normalises with BN_EPSILON; fold the difference to ultralytics' eps into gamma.
             var64 = var.astype(np.float64)
-            gamma = gamma * np.sqrt(var64 + bn.eps) / np.sqrt(var64 + darknet_onnx.BN_EPSILON)
+            gamma = gamma * np.sqrt(var64 + bn.eps) / np.sqrt(var64 + BN_EPSILON)
             for key, value in ((f"{prefix}.conv.weight", kernel), (f"{prefix}.bn.bias", beta),
                                (f"{prefix}.bn.weight", gamma), (f"{prefix}.bn.running_mean", mean),
                                (f"{prefix}.bn.running_var", var)):

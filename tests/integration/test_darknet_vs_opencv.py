@@ -19,7 +19,9 @@ import cv2
 import numpy as np
 import pytest
 
+from agent.modeltools.darknet import layers as darknet_layers
 from agent.modeltools.darknet import to_onnx as darknet_onnx
+from agent.modeltools.darknet import weights as darknet_weights
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -74,7 +76,7 @@ def random_weights(cfg: Path, out: Path, seed: int = 0) -> None:
     # Kernels are cut from one pool of normal values: drawing 60 M fresh ones costs seconds.
     pool = rng.standard_normal(1 << 20, np.float32)
     path = Path(cfg)
-    _, layers = darknet_onnx.plan(path)
+    _, layers = darknet_layers.plan(path)
     parts: List[np.ndarray] = []
     channels = {-1: 3}
     for layer in layers:
@@ -96,8 +98,8 @@ def random_weights(cfg: Path, out: Path, seed: int = 0) -> None:
         assert fan_in == in_c * int(layer.section.options.get("size", 1)) ** 2
         parts.append(kernel)
     params = np.concatenate(parts).astype(np.float32)
-    assert params.size == darknet_onnx.parameter_count(cfg)
-    darknet_onnx.write_weights(out, params)
+    assert params.size == darknet_layers.parameter_count(cfg)
+    darknet_weights.write_weights(out, params)
 
 
 def resized_cfg(src: Path, tmp_path: Path, size: int) -> Path:

@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from agent.cli.main import main
+from agent.modeltools.darknet import layers as darknet_layers
 from agent.modeltools.darknet import to_onnx as darknet_onnx
+from agent.modeltools.darknet import weights as darknet_weights
 from agent.training import darknet_init
 
 torch = pytest.importorskip("torch")
@@ -98,7 +100,7 @@ def test_head_input_features_equal_the_darknet_conversion(tiny, image):
 def random_weights(cfg: Path, out: Path, seed: int = 0) -> None:
     """A weights file of the right size with activations kept in range (fan-in scaled kernels)."""
     rng = np.random.default_rng(seed)
-    _, layers = darknet_onnx.plan(cfg)
+    _, layers = darknet_layers.plan(cfg)
     parts = []
     for layer in layers:
         if layer.section.kind != "convolutional":
@@ -112,7 +114,7 @@ def random_weights(cfg: Path, out: Path, seed: int = 0) -> None:
         else:
             parts.append(rng.normal(0, 0.1, filters))
         parts.append(rng.standard_normal(fan_in * filters, np.float32) / np.float32(np.sqrt(fan_in)))
-    darknet_onnx.write_weights(out, np.concatenate(parts).astype(np.float32))
+    darknet_weights.write_weights(out, np.concatenate(parts).astype(np.float32))
 
 
 # yolov3-spp has one more convolution (after its pools) than yolov3's 75.

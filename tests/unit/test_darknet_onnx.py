@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from agent.errors import ModelError
+from agent.modeltools.darknet import cache as darknet_cache
+from agent.modeltools.darknet import layers as darknet_layers
 from agent.modeltools.darknet import to_onnx as darknet_onnx
+from agent.modeltools.darknet import weights as darknet_weights
 
 onnx = pytest.importorskip("onnx")
 
@@ -52,8 +55,8 @@ def write(tmp_path: Path, text: str = TINY, name: str = "net.cfg") -> Path:
 
 def test_parameter_count_and_plan(tmp_path):
     cfg = write(tmp_path)
-    assert darknet_onnx.parameter_count(cfg) == PARAMS
-    _, layers = darknet_onnx.plan(cfg)
+    assert darknet_layers.parameter_count(cfg) == PARAMS
+    _, layers = darknet_layers.plan(cfg)
     # size-2 stride-1 maxpool keeps 32x32 (darknet pads right/bottom)
     assert [layer.shape for layer in layers] == [(8, 64, 64), (8, 32, 32), (8, 32, 32), (14, 32, 32),
                                                  (14, 32, 32)]
@@ -64,9 +67,9 @@ def test_parameter_count_and_plan(tmp_path):
 def test_weights_header_variants(tmp_path, version, header_bytes):
     params = np.arange(PARAMS, dtype=np.float32)
     path = tmp_path / "w.weights"
-    darknet_onnx.write_weights(path, params, version=version, seen=123456)
+    darknet_weights.write_weights(path, params, version=version, seen=123456)
     assert path.stat().st_size == header_bytes + 4 * PARAMS
-    got_version, seen, values = darknet_onnx.read_weights(path)
+    got_version, seen, values = darknet_weights.read_weights(path)
     assert (got_version, seen) == (version, 123456)
     np.testing.assert_array_equal(values, params)
 
@@ -74,7 +77,7 @@ def test_weights_header_variants(tmp_path, version, header_bytes):
 def test_converted_graph_shapes_metadata_and_batch(tmp_path):
     cfg = write(tmp_path)
     weights = tmp_path / "net.weights"
-    darknet_onnx.write_weights(weights, np.zeros(PARAMS, np.float32))
+    darknet_weights.write_weights(weights, np.zeros(PARAMS, np.float32))
     model = darknet_onnx.build(cfg, weights, names=["a", "b"], batch=3)
     (out,) = model.graph.output
     assert out.name == "yolo_4"
@@ -95,12 +98,12 @@ def test_converted_graph_shapes_metadata_and_batch(tmp_path):
 def test_weights_size_mismatch_names_both_counts(tmp_path):
     cfg = write(tmp_path)
     weights = tmp_path / "net.weights"
-    darknet_onnx.write_weights(weights, np.zeros(PARAMS - 5, np.float32))
+    darknet_weights.write_weights(weights, np.zeros(PARAMS - 5, np.float32))
     with pytest.raises(ModelError, match=f"holds {PARAMS - 5} float32 parameters.*needs {PARAMS}"):
         darknet_onnx.build(cfg, weights, names=["a", "b"])
     (tmp_path / "bad.weights").write_bytes(b"\0" * 10)
     with pytest.raises(ModelError, match="too short"):
-        darknet_onnx.read_weights(tmp_path / "bad.weights")
+        darknet_weights.read_weights(tmp_path / "bad.weights")
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -113,7 +116,7 @@ def test_weights_size_mismatch_names_both_counts(tmp_path):
 def test_unsupported_cfg_content_names_file_and_line(tmp_path, edit, message):
     cfg = write(tmp_path, TINY.replace(*edit, 1))
     with pytest.raises(ModelError) as caught:
-        darknet_onnx.plan(cfg)
+        darknet_layers.plan(cfg)
     assert str(caught.value).startswith(f"{cfg}{message}")
 
 
@@ -121,7 +124,7 @@ def test_route_out_of_range_is_reported(tmp_path):
     route = "[route]\nlayers=-9\n[convolutional]\nfilters=14"
     cfg = write(tmp_path, TINY.replace("[convolutional]\nfilters=14", route))
     with pytest.raises(ModelError, match=r":19: \[route\] layers=-9 points at layer -6"):
-        darknet_onnx.plan(cfg)
+        darknet_layers.plan(cfg)
 
 
 def test_cached_onnx_converts_once_into_the_user_cache(tmp_path, monkeypatch):
@@ -129,11 +132,11 @@ def test_cached_onnx_converts_once_into_the_user_cache(tmp_path, monkeypatch):
     models = tmp_path / "models"
     models.mkdir()
     cfg = write(models)
-    darknet_onnx.write_weights(models / "net.weights", np.zeros(PARAMS, np.float32))
+    darknet_weights.write_weights(models / "net.weights", np.zeros(PARAMS, np.float32))
     (models / "net.names").write_text("a\nb\n")
-    first = darknet_onnx.cached_onnx(cfg)
+    first = darknet_cache.cached_onnx(cfg)
     assert first.parent == tmp_path / "cache" / "detection-agent" / "darknet" and first.is_file()
     mtime = first.stat().st_mtime_ns
-    assert darknet_onnx.cached_onnx(cfg) == first and first.stat().st_mtime_ns == mtime
-    darknet_onnx.write_weights(models / "net.weights", np.ones(PARAMS, np.float32))
-    assert darknet_onnx.cached_onnx(cfg) != first  # new weights, new conversion
+    assert darknet_cache.cached_onnx(cfg) == first and first.stat().st_mtime_ns == mtime
+    darknet_weights.write_weights(models / "net.weights", np.ones(PARAMS, np.float32))
+    assert darknet_cache.cached_onnx(cfg) != first  # new weights, new conversion

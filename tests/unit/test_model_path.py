@@ -44,7 +44,7 @@ PARAMS = 8 * 4 + 8 * 27 + 14 + 14 * 8
 
 @pytest.fixture
 def darknet_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from agent.modeltools.darknet.to_onnx import write_weights
+    from agent.modeltools.darknet.weights import write_weights
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     models = tmp_path / "models"
