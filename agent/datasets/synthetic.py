@@ -46,23 +46,19 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import yaml
 
+from agent.datasets.canvas import ALT_BACKGROUNDS, DEFAULT_BACKGROUNDS, background, degrade, to_uint8
 from agent.datasets.photos import PhotoBackgrounds
 from agent.datasets.shapes_draw import (
-    ALT_BACKGROUNDS,
     CIRCLE,
     CLASS_NAMES,
-    DEFAULT_BACKGROUNDS,
     SQUARE,
     Placed,
     Shape,
-    background,
     contrasting_color,
-    degrade,
     make_circle,
     make_square,
     make_triangle,
     paint,
-    to_uint8,
     triangle_arcs,
 )
 from agent.errors import DataError

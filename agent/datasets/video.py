@@ -26,20 +26,19 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from agent.datasets.canvas import background, to_uint8
 from agent.datasets.shapes_draw import (
     CIRCLE,
     CLASS_NAMES,
     SQUARE,
     Placed,
     Shape,
-    background,
     contrasting_color,
     cover,
     make_circle,
     make_square,
     make_triangle,
     paint,
-    to_uint8,
     triangle_arcs,
 )
 from agent.datasets.synthetic import _PALETTES, MIN_SIDE, _check_int

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from agent.cli.main import main
+from agent.datasets.canvas import to_uint8
 from agent.datasets.photos import PhotoBackgrounds
-from agent.datasets.shapes_draw import to_uint8
 from agent.datasets.synthetic import make_dataset, render_scene
 from agent.errors import DataError
 

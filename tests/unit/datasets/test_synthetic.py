@@ -10,10 +10,9 @@ import pytest
 import yaml
 
 import agent.datasets.video as video
+from agent.datasets.canvas import ALT_BACKGROUNDS, DEFAULT_BACKGROUNDS
 from agent.datasets.shapes_draw import (
-    ALT_BACKGROUNDS,
     CLASS_NAMES,
-    DEFAULT_BACKGROUNDS,
     MIN_BOX_PX,
     MIN_VISIBLE,
     Placed,
