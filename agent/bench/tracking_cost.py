@@ -23,7 +23,7 @@ from agent.bench.backend import run_backend_bench
 from agent.bench.pipeline import CountingSink
 from agent.capture import Camera
 from agent.config.schema import CameraConfig
-from agent.inference.detector import DetectorSettings, build_detector
+from agent.inference.detector import DetectorSettings, build_detector, inference_threads
 from agent.runtime.pipeline import Pipeline
 from agent.runtime.settings import CameraSettings, RuntimeSettings
 from agent.tracking.lines import CountingLine
@@ -71,7 +71,8 @@ class _Looped:
 
 def run_tracking_bench(model: Path, video: Path, backend: str = "auto", threads: Optional[int] = None,
                        rounds: int = 6, window_s: float = 5.0) -> Dict[str, Any]:
-    settings = DetectorSettings(backend=backend, threads=threads)
+    # threads None: what ``run`` would choose for one camera (inference_threads), not the runtime's default
+    settings = DetectorSettings(backend=backend, threads=threads or inference_threads(1))
     off, on = tracking_settings(False), tracking_settings(True)
     windows: Dict[bool, List[Dict[str, float]]] = {False: [], True: []}
     ratios: List[float] = []
