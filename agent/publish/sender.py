@@ -367,7 +367,7 @@ class Sender:
             batch = resend or (self.spool.after(self._cursor, min(room, _BATCH)) if room > 0 else [])
             if not batch:
                 return
-            for msg in batch:
+            for i, msg in enumerate(batch):
                 try:
                     info = client.publish(msg.topic, msg.payload, msg.qos, msg.retain,
                                           properties=connection.publish_properties(msg.props))
@@ -377,6 +377,7 @@ class Sender:
                     self.drop("invalid", str(exc))
                     continue
                 if info.rc != paho.MQTT_ERR_SUCCESS:
+                    self._unrouted.put_back(batch[i:] if resend else [])
                     return  # the connection just went; its event follows, the spool keeps the message
                 self._inflight[info.mid] = msg
                 self._cursor = max(self._cursor, msg.id)

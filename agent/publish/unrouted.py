@@ -96,6 +96,13 @@ class Unrouted:
         out.sort(key=lambda m: m.id)
         return out
 
+    def put_back(self, messages: List[Message]) -> None:
+        """``due()`` messages that could not be sent after all: held again for another delay."""
+        for msg in messages:
+            self.held[msg.id] = msg
+            self._due[msg.id] = self.clock() + self.delay
+        self.resent -= len(messages)
+
     def forget(self, ids: List[int]) -> None:
         """Stop tracking ``ids`` (the spool dropped them)."""
         for msg_id in ids:

@@ -88,6 +88,20 @@ def test_no_tight_loop_one_resend_per_delay_whatever_the_polling():
     assert u.counters()["unrouted_resent"] == sends and len(u) == 20
 
 
+def test_messages_that_could_not_be_sent_are_held_again_not_lost_from_the_list():
+    clock = Clock()
+    u = Unrouted(1.0, clock)
+    u.note(Message("t", b"x", id=1))
+    u.note(Message("t", b"x", id=2))
+    clock.t += 1.0
+    batch = u.due(10)
+    u.put_back(batch[1:])  # the client refused the second publish (connection going)
+    assert list(u.held) == [2] and u.counters()["unrouted_resent"] == 1
+    assert u.due(10) == []  # a new delay
+    clock.t += 1.0
+    assert [m.id for m in u.due(10)] == [2]
+
+
 def test_retained_messages_are_not_held():
     u = Unrouted(5.0)
     assert not u.note(Message("stats", b"{}", retain=True, id=3))
