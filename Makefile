@@ -48,9 +48,11 @@ test: $(STAMP)
 		echo "warning: could not install GStreamer's RTSP server: the RTSP camera tests will be skipped"
 	$(BIN)/python -m pytest -q
 
+# ruff, then vermin (the code runs on Python 3.8, JetPack 5), then mypy (the types hold).
 lint: $(STAMP)
 	$(BIN)/ruff check agent tests
 	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations agent
+	$(BIN)/mypy agent
 
 # The whole product on this machine: a sample video -> the agent with the shipped model ->
 # MQTT (a private broker when none answers) -> a live subscriber -> summary and mAP.

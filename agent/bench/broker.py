@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from agent.bench.mjpeg import free_port
+from agent.errors import AgentError
 
 
 def mosquitto_binary() -> Optional[str]:
@@ -95,6 +96,13 @@ class Mosquitto:
         """SIGCONT after ``freeze``: the broker goes on with the same connections, late."""
         if self.proc is not None:
             self.proc.send_signal(signal.SIGCONT)
+
+    @property
+    def pid(self) -> int:
+        """The broker's process id (started brokers only)."""
+        if self.proc is None:
+            raise AgentError("mosquitto is not running")
+        return self.proc.pid
 
     @property
     def running(self) -> bool:

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import paho.mqtt.client as paho
 
@@ -107,12 +107,12 @@ class Listener:
         self._tracks.close()
 
 
-def seq_gaps(messages: Sequence[Dict[str, object]]) -> Tuple[int, int]:
+def seq_gaps(messages: Sequence[Dict[str, Any]]) -> Tuple[int, int]:
     """(missing seq numbers, duplicates) per (camera, run), summed."""
     missing = duplicates = 0
     by_stream: Dict[Tuple[object, object], List[int]] = {}
     for m in messages:
-        by_stream.setdefault((m["camera"], m["run"]), []).append(int(m["seq"]))  # type: ignore[arg-type]
+        by_stream.setdefault((m["camera"], m["run"]), []).append(int(m["seq"]))
     for seqs in by_stream.values():
         unique = sorted(set(seqs))
         duplicates += len(seqs) - len(unique)

@@ -29,18 +29,21 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 import numpy as np
 
 from agent.bench import eval_workload
+from agent.errors import AgentError
 from agent.evaluate.coco import STAT_NAMES, installed
 from agent.evaluate.runner import EvalConfig, evaluate_files
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-def _quiet_call(fn: Callable[[], object]) -> object:
+
+def _quiet_call(fn: Callable[[], T]) -> T:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return fn()
@@ -80,9 +83,12 @@ def _stats(cocoeval: Any, gt: Any, dt: Any) -> List[float]:
     return [float(v) for v in ev.stats]
 
 
-def _ours(gt_path: Path, pred_path: Path, engine: str = "auto", **formats: str) -> Callable[[], List[float]]:
+def _ours(gt_path: Path, pred_path: Path, engine: str = "auto", gt_format: Optional[str] = None,
+          pred_format: Optional[str] = None) -> Callable[[], List[float]]:
     def run() -> List[float]:
-        result = evaluate_files(gt_path, pred_path, config=EvalConfig(engine=engine), **formats)
+        result = evaluate_files(gt_path, pred_path, gt_format, pred_format, config=EvalConfig(engine=engine))
+        if result.coco is None:
+            raise AgentError("the benchmark's evaluation gave no COCO result")
         return [result.coco.stats[k] for k in STAT_NAMES]
 
     return run
@@ -90,7 +96,7 @@ def _ours(gt_path: Path, pred_path: Path, engine: str = "auto", **formats: str) 
 
 def _time(
     cases: Dict[str, Callable[[], List[float]]], repeat: Dict[str, int]
-) -> Dict[str, Dict[str, object]]:
+) -> Dict[str, Dict[str, Any]]:
     """Rounds in which every case still due runs once: load and cache effects fall on all alike."""
     samples: Dict[str, List[float]] = {name: [] for name in cases}
     stats: Dict[str, List[float]] = {}
@@ -115,8 +121,8 @@ def _time(
 
 def run_eval_bench(
     images: int = 5000, seed: int = 0, repeat: int = 3, peers: bool = True, workdir: Optional[str] = None
-) -> Dict[str, object]:
-    report: Dict[str, object] = {
+) -> Dict[str, Any]:
+    report: Dict[str, Any] = {
         "machine": platform.machine(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -147,7 +153,7 @@ def run_eval_bench(
     return report
 
 
-def _coco_json_cases(gt_path: Path, pred_path: Path, repeat: int, peers: bool) -> Dict[str, object]:
+def _coco_json_cases(gt_path: Path, pred_path: Path, repeat: int, peers: bool) -> Dict[str, Any]:
     cases: Dict[str, Callable[[], List[float]]] = {"ours": _ours(gt_path, pred_path)}
     counts = {"ours": repeat}
     if peers and installed("faster-coco-eval"):
@@ -163,7 +169,7 @@ def _coco_json_cases(gt_path: Path, pred_path: Path, repeat: int, peers: bool) -
         counts["pycocotools end to end"] = 1
     timings = _time(cases, counts)
     reference = np.asarray(timings["ours"]["stats"])
-    out: Dict[str, object] = {
+    out: Dict[str, Any] = {
         "timings": {k: {kk: vv for kk, vv in v.items() if kk != "stats"} for k, v in timings.items()},
         "stats": dict(zip(STAT_NAMES, reference.tolist())),
         "max_stat_difference": max(
@@ -192,7 +198,7 @@ def _coco_json_cases(gt_path: Path, pred_path: Path, repeat: int, peers: bool) -
     return out
 
 
-def _yolo_cases(root: Path, pred_dir: Path, repeat: int, peers: bool) -> Dict[str, object]:
+def _yolo_cases(root: Path, pred_dir: Path, repeat: int, peers: bool) -> Dict[str, Any]:
     from agent.evaluate.datasets import load_ground_truth
     from agent.evaluate.structures import ReadOptions
 
@@ -225,7 +231,7 @@ def _yolo_cases(root: Path, pred_dir: Path, repeat: int, peers: bool) -> Dict[st
     }
 
 
-def _print(report: Dict[str, object]) -> None:
+def _print(report: Dict[str, Any]) -> None:
     for section in ("coco_json", "yolo_txt"):
         data = report[section]
         print(f"{section}:")

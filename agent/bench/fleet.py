@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace, workdir: Path, restart_at: float) -> Dict[str
     pool: Optional[WorkerPool] = None
     try:
         broker.start()
-        sampler.track("broker", broker.proc.pid)  # type: ignore[union-attr]
+        sampler.track("broker", broker.pid)
         watch = StatusWatch(broker.host, broker.port)
         consumers = Consumers(broker.address, GROUP, args.consumers, workdir / "consumers")
         for name, pid in consumers.pids().items():
@@ -160,7 +160,7 @@ def _restart(broker: Mosquitto, sampler: CpuSampler, at: float, down: float, t0:
     broker.stop()  # graceful: mosquitto saves sessions and queued messages
     time.sleep(down)
     broker.start()
-    sampler.track("broker", broker.proc.pid)  # type: ignore[union-attr]
+    sampler.track("broker", broker.pid)
     up = time.time()
     print(f"fleet: broker restarted ({up - stopped:.1f} s down)", file=sys.stderr)
     return {"at_s": at, "stopped": stopped, "up": up, "down_s": round(up - stopped, 2)}

@@ -60,7 +60,8 @@ class Consumers:
             time.sleep(0.05)
 
     def _read(self, k: int, proc: subprocess.Popen) -> None:
-        assert proc.stderr is not None
+        if proc.stderr is None:  # started without stderr=PIPE: nothing to watch
+            raise AgentError(f"fleet: record consumer {k} has no stderr pipe")
         for line in iter(proc.stderr.readline, ""):
             if "subscribed to" in line:
                 self._subscribed[k].append(time.time())

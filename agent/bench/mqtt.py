@@ -31,6 +31,11 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
+    """paho's on_socket_open: each message leaves at once (no Nagle delay), as the timings assume."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _percentiles(values: List[float]) -> Dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
     return {"p50": round(float(np.percentile(arr, 50)), 3), "p99": round(float(np.percentile(arr, 99)), 3),
@@ -76,7 +81,7 @@ class _Subscriber:
         self.client.on_message = on_message
         self.client.on_subscribe = lambda c, u, mid, rc, p: ready.set()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, 1)
-        self.client.on_socket_open = lambda c, u, s: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.client.on_socket_open = _no_delay
         self.client.connect(host, port, 30)
         self.client.loop_start()
         if not ready.wait(10):
@@ -158,7 +163,7 @@ def _plain_paho(host: str, port: int, messages: int) -> Dict[str, Any]:
     client = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2)
     client.max_inflight_messages_set(100)
     client.on_publish = lambda c, u, mid, rc, p: acked.release()
-    client.on_socket_open = lambda c, u, s: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.on_socket_open = _no_delay
     client.connect(host, port, 30)
     client.loop_start()
     try:

@@ -14,7 +14,7 @@ import logging
 import platform
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from agent.bench.backend import run_backend_bench
 from agent.capture import Camera
@@ -39,7 +39,7 @@ class CountingSink:
 
 def pipeline_fps(model: Path, video: Path, backend: str = "auto", threads: Optional[int] = None,
                  settings: Optional[DetectorSettings] = None, sink: Optional[CountingSink] = None
-                 ) -> Dict[str, object]:
+                 ) -> Dict[str, Any]:
     """Every frame of ``video`` (a file or an image folder) through the pipeline; ``settings``
     (default: ``backend`` and ``threads``, the model's own sizes) go to ``build_detector``."""
     sink = sink if sink is not None else CountingSink()
@@ -51,12 +51,13 @@ def pipeline_fps(model: Path, video: Path, backend: str = "auto", threads: Optio
     pipeline.finished.wait(3600)
     elapsed = time.perf_counter() - started
     pipeline.stop()
-    latency = pipeline.metrics.snapshot()["latency_ms"].get("capture_to_publish", {})  # type: ignore[union-attr]
+    snapshot: Dict[str, Any] = pipeline.metrics.snapshot()
+    latency = snapshot["latency_ms"].get("capture_to_publish", {})
     return {"fps": round(sink.frames / elapsed, 2), "frames": sink.frames,
             "latency_ms": {"p50": latency.get("p50"), "p99": latency.get("p99")}}
 
 
-def ultralytics_fps(model: Path, video: Path, imgsz: int) -> Dict[str, object]:
+def ultralytics_fps(model: Path, video: Path, imgsz: int) -> Dict[str, Any]:
     import os
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -73,13 +74,13 @@ def ultralytics_fps(model: Path, video: Path, imgsz: int) -> Dict[str, object]:
 
 
 def run_pipeline_bench(model: Path, video: Path, backend: str = "auto", threads: Optional[int] = None,
-                       peers: bool = True) -> Dict[str, object]:
+                       peers: bool = True) -> Dict[str, Any]:
     if not Path(video).is_file():
         raise BadInputError(f"--source: {video}: no such video (make one with `detection-agent make-video`)")
     raw = run_backend_bench(Path(model), [backend], iterations=100, warmup=10, threads=threads)
-    backend_result = next(iter(raw["backends"].values()))  # type: ignore[union-attr]
+    backend_result = next(iter(raw["backends"].values()))
     ours = pipeline_fps(Path(model), Path(video), backend, threads)
-    report: Dict[str, object] = {
+    report: Dict[str, Any] = {
         "model": str(model), "video": str(video), "machine": platform.machine(),
         "pipeline_fps": ours["fps"], "backend_fps": backend_result["fps"], "latency_ms": ours["latency_ms"],
         "frames": ours["frames"],
@@ -93,5 +94,5 @@ def run_pipeline_bench(model: Path, video: Path, backend: str = "auto", threads:
     print(f"pipeline {report['pipeline_fps']} fps, backend alone {report['backend_fps']} fps "
           f"(x{report['pipeline_over_backend']}), ultralytics predict {report.get('ultralytics_fps', '-')} "
           f"fps (pipeline x{report.get('pipeline_over_ultralytics', '-')}); capture-to-publish p50 "
-          f"{latency['p50']} ms, p99 {latency['p99']} ms")  # type: ignore[index]
+          f"{latency['p50']} ms, p99 {latency['p99']} ms")
     return report

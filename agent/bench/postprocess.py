@@ -12,9 +12,10 @@ same 1,000 boxes as this project's ``nms``. torch is imported only when peers ar
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 
@@ -82,7 +83,7 @@ def run_postprocess_bench(repeat: int = 200, peers: bool = True) -> Dict[str, ob
     for conf in (0.25, 0.001):
         post = Postprocessor(info, PostprocessSettings(conf_threshold=conf, iou_threshold=0.45,
                                                        max_detections=300))
-        cases = {"ours": lambda post=post: post([pred], [transform])}
+        cases: Dict[str, Callable[[], object]] = {"ours": functools.partial(post, [pred], [transform])}
         if peers:
             cases["ultralytics"] = _ultralytics_case(pred, conf, source)
         timings = time_interleaved(cases, repeat)

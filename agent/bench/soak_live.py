@@ -60,7 +60,7 @@ class Recorder:
         # and keeps them (persistence) across its own restarts.
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=CLIENT_ID,
                                   clean_session=False)
-        self.client.reconnect_delay_set(0.2, 2)
+        self.client.reconnect_delay_set(0.2, 2)  # type: ignore[arg-type]  # paho annotates int; it waits float seconds
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
         self.client.on_message = self._on_message

@@ -37,7 +37,7 @@ def run_selected(args: argparse.Namespace) -> Dict[str, Any]:
 
         results["mqtt"] = run_mqtt_bench(messages=args.mqtt_messages, peers=peers)
     model = Path(args.model) if args.model else (SHIPPED_MODEL if every else None)
-    if (args.model and not args.pipeline) or every:
+    if model is not None and ((args.model and not args.pipeline) or every):
         from agent.bench.backend import format_report, run_backend_bench
 
         backends = ["onnxruntime", "opencv"] if every and args.backend == "auto" else args.backend.split(",")

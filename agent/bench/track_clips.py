@@ -106,7 +106,7 @@ def cached_detections(video: Path, detector: Any, cache: Path) -> List[Tuple[int
                                      "size": np.array(frames[0][2:] if frames else (0, 0))}
     for k, dets, _, _ in frames:
         arrays.update({f"xyxy{k}": dets.xyxy, f"scores{k}": dets.scores, f"classes{k}": dets.class_ids})
-    np.savez(cache, **arrays)  # type: ignore[arg-type]
+    np.savez(cache, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds like its allow_pickle: bool
     return frames
 
 

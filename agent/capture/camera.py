@@ -36,7 +36,7 @@ from typing import Any, Callable, Deque, List, MutableSet, Optional, Tuple
 import cv2
 import numpy as np
 
-from agent.capture.sources import SourceSpec, open_capture, source_spec
+from agent.capture.sources import Capture, SourceSpec, open_capture, source_spec
 from agent.config.schema import CameraConfig
 from agent.errors import CaptureError
 from agent.types import Frame
@@ -194,7 +194,7 @@ class Camera:
             backoff = min(backoff * 2, self.config.reconnect_max)
         self._end(self.state if self.state.startswith("failed") else "stopped")
 
-    def _pump(self, cap: object, index: int) -> Tuple[str, int]:
+    def _pump(self, cap: Capture, index: int) -> Tuple[str, int]:
         """Read until the source ends, fails or stalls; returns (reason, next frame index)."""
         live = self.spec.is_live
         stall = self.config.stall_timeout
@@ -202,7 +202,7 @@ class Camera:
         pace = self._frame_interval(cap) if (self.realtime and not live) else 0.0
         next_due = time.monotonic()
         while not self._stop.is_set():
-            ok, image = cap.read()  # type: ignore[attr-defined]
+            ok, image = cap.read()
             now = time.monotonic()
             if not ok or image is None or image.size == 0:
                 return ("end" if not live else "read failed (stream ended or timed out)"), index
@@ -225,8 +225,8 @@ class Camera:
             self._deliver(frame)
         return "stopped", index
 
-    def _frame_interval(self, cap: object) -> float:
-        fps = self.config.fps or (cap.get(cv2.CAP_PROP_FPS) if hasattr(cap, "get") else 0) or 30.0
+    def _frame_interval(self, cap: Capture) -> float:
+        fps = self.config.fps or cap.get(cv2.CAP_PROP_FPS) or 30.0
         return 1.0 / float(fps)
 
     def _deliver(self, frame: Frame) -> None:

@@ -30,7 +30,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Protocol, Tuple, Union
 
 import cv2
 import numpy as np
@@ -55,7 +55,7 @@ class SourceSpec:
     """How to open one camera: a ``cv2.VideoCapture`` target, or a list of image files."""
 
     kind: str  # usb | csi | rtsp | http | gstreamer | file | images
-    target: object  # int index, device path, pipeline string, URL or file path
+    target: Union[int, str]  # int index, device path, pipeline string, URL or file path
     api: int = cv2.CAP_ANY
     params: Tuple[int, ...] = ()
     images: Tuple[Path, ...] = ()
@@ -130,10 +130,10 @@ def source_spec(camera: CameraConfig) -> SourceSpec:
     src = camera.source
     width, height, fps = camera.width, camera.height, camera.fps
     if kind == "usb":
-        index_or_path: object = int(src) if src.isdigit() else src
+        index_or_path: Union[int, str] = int(src) if src.isdigit() else src
         params: List[int] = []
         if camera.fourcc:
-            params += [cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*camera.fourcc)]
+            params += [cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*camera.fourcc)]
         if width and height:
             params += [cv2.CAP_PROP_FRAME_WIDTH, width, cv2.CAP_PROP_FRAME_HEIGHT, height]
         if fps:
@@ -171,6 +171,18 @@ def source_spec(camera: CameraConfig) -> SourceSpec:
                        "folder of images")
 
 
+class Capture(Protocol):
+    """The part of ``cv2.VideoCapture`` a camera uses; ``ImageSequence`` has it too."""
+
+    def isOpened(self) -> bool: ...
+
+    def read(self) -> Tuple[bool, Optional[np.ndarray]]: ...
+
+    def get(self, prop: int) -> float: ...
+
+    def release(self) -> None: ...
+
+
 class ImageSequence:
     """A folder of images behind the part of the ``cv2.VideoCapture`` interface we use."""
 
@@ -191,11 +203,14 @@ class ImageSequence:
             log.warning("skipping unreadable image %s", path)
         return False, None
 
+    def get(self, prop: int) -> float:  # mirrors cv2.VideoCapture: no property is known (0)
+        return 0.0
+
     def release(self) -> None:
         self._next = len(self._files)
 
 
-def open_capture(spec: SourceSpec) -> object:
+def open_capture(spec: SourceSpec) -> Capture:
     """An opened capture for ``spec`` (``cv2.VideoCapture`` or ``ImageSequence``), or raise."""
     if spec.kind == "images":
         return ImageSequence(spec.images)

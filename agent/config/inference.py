@@ -2,10 +2,15 @@
 
 from typing import Dict, List, Literal, Optional
 
-from pydantic import Field, confloat, field_validator
+from pydantic import Field, field_validator
+from typing_extensions import Annotated
 
 from agent.config.base import StrictModel
-from agent.types import OUTPUT_FORMATS, RESIZE_MODES
+
+#: agent.types.OUTPUT_FORMATS and RESIZE_MODES written out, so a type checker reads them as
+#: Literal types (tests/unit/test_config.py keeps the two spellings equal).
+OutputFormat = Literal["anchor_free", "objectness", "yolo_heads", "efficient_nms"]
+ResizeMode = Literal["letterbox", "resize"]
 
 
 class ModelConfig(StrictModel):
@@ -13,8 +18,8 @@ class ModelConfig(StrictModel):
     backend: Literal["auto", "tensorrt", "onnxruntime", "opencv"] = "auto"
     labels: Optional[str] = None  # names file, one class per line; overrides model metadata
     input_size: Optional[List[int]] = Field(None, min_length=2, max_length=2)  # [height, width]
-    output_format: Optional[Literal[OUTPUT_FORMATS]] = None  # None: read from the model
-    resize_mode: Optional[Literal[RESIZE_MODES]] = None  # None: read from the model
+    output_format: Optional[OutputFormat] = None  # None: read from the model
+    resize_mode: Optional[ResizeMode] = None  # None: read from the model
     precision: Literal["fp32", "fp16", "int8"] = "fp16"  # for engines built on the device
     # Where detection-agent-engine.service (detection-agent ensure-engine) builds the engine at
     # ``path`` from when it is missing or stale; None: ``path`` with the suffix .onnx. Unused by
@@ -39,6 +44,6 @@ class InferenceConfig(StrictModel):
     class_agnostic: bool = False  # NMS across classes (one box per object whatever its label)
     multi_label: bool = False  # a box may carry several classes above the threshold
     classes: Optional[List[str]] = Field(None, min_length=1)  # keep only these names; None: all
-    class_thresholds: Dict[str, confloat(ge=0, le=1)] = Field(default_factory=dict)  # per name
+    class_thresholds: Dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)  # per name
     min_box_area: float = Field(0.0, ge=0)  # source pixels squared; drops specks
     batch_size: int = Field(1, ge=1, le=64)  # frames of several cameras per engine call

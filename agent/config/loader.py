@@ -18,7 +18,7 @@ Files the agent reads at start (MQTT password and TLS files) are checked here to
 from __future__ import annotations
 
 import os
-from typing import List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union, overload
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -77,8 +77,24 @@ def _check_files(config: AgentConfig, builder: Builder, problems: Problems) -> N
             problems.at(origin_of(builder, path), path, f"cannot read {name}: {exc.strerror or exc}")
 
 
+@overload
+def load_text(text: str, filename: str = ..., overrides: Sequence[str] = ...,
+              environ: Optional[Mapping[str, str]] = ...) -> AgentConfig: ...
+
+
+@overload
+def load_text(text: str, filename: str, overrides: Sequence[str], environ: Optional[Mapping[str, str]],
+              schema: Type[Schema]) -> Schema: ...
+
+
+@overload
+def load_text(text: str, filename: str = ..., overrides: Sequence[str] = ...,
+              environ: Optional[Mapping[str, str]] = ..., *, schema: Type[Schema]) -> Schema: ...
+
+
 def load_text(text: str, filename: str = "<config>", overrides: Sequence[str] = (),
-              environ: Optional[Mapping[str, str]] = None, schema: Type[Schema] = AgentConfig) -> Schema:
+              environ: Optional[Mapping[str, str]] = None,
+              schema: Type[BaseModel] = AgentConfig) -> BaseModel:
     """Like ``load`` for YAML text already in memory; ``filename`` only names it in problems."""
     problems = Problems(filename)
     data, builder = parse_document(text, filename, os.environ if environ is None else environ, problems,
@@ -87,7 +103,7 @@ def load_text(text: str, filename: str = "<config>", overrides: Sequence[str] = 
         apply_override(data, builder, item, problems)
     for path, (line, message) in builder.env_problems.items():
         problems.at(line, path, message)
-    config: Optional[Schema] = None
+    config: Optional[BaseModel] = None
     try:
         config = schema.model_validate(data)
     except ValidationError as exc:
@@ -99,8 +115,18 @@ def load_text(text: str, filename: str = "<config>", overrides: Sequence[str] = 
     return config
 
 
+@overload
+def load(path: Union[str, os.PathLike], overrides: Sequence[str] = ...,
+         environ: Optional[Mapping[str, str]] = ...) -> AgentConfig: ...
+
+
+@overload
+def load(path: Union[str, os.PathLike], overrides: Sequence[str] = ...,
+         environ: Optional[Mapping[str, str]] = ..., *, schema: Type[Schema]) -> Schema: ...
+
+
 def load(path: Union[str, os.PathLike], overrides: Sequence[str] = (),
-         environ: Optional[Mapping[str, str]] = None, schema: Type[Schema] = AgentConfig) -> Schema:
+         environ: Optional[Mapping[str, str]] = None, schema: Type[BaseModel] = AgentConfig) -> BaseModel:
     """Read, substitute, override and validate a config file.
 
     ``overrides`` are ``KEY=VALUE`` strings (``cameras.0.source=clip.mp4``); ``environ``

@@ -5,7 +5,7 @@ for an unknown key the closest valid one. Secrets are never echoed back.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Dict, Optional, Type, Union, get_args, get_origin
+from typing import Any, Mapping, Optional, Type, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -16,7 +16,7 @@ from agent.config.yamldoc import Builder, KeyPath, Problems, origin_of
 _SECRET_KEYS = frozenset({"password"})
 
 
-def model_at(schema: Type[BaseModel], path: KeyPath) -> Optional[type]:
+def model_at(schema: Type[BaseModel], path: KeyPath) -> Optional[Type[BaseModel]]:
     """The model class that validates the mapping at ``path``, or None."""
     current: Any = schema
     for part in path:
@@ -31,7 +31,7 @@ def model_at(schema: Type[BaseModel], path: KeyPath) -> Optional[type]:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def message_for(schema: Type[BaseModel], error: Dict[str, Any], path: KeyPath) -> str:
+def message_for(schema: Type[BaseModel], error: Mapping[str, Any], path: KeyPath) -> str:
     kind = error["type"]
     value = error.get("input")
     if kind == "missing":

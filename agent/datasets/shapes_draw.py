@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -119,7 +119,8 @@ def make_square(cx: float, cy: float, size: float, angle: float) -> Shape:
     return Shape(SQUARE, (cx, cy), vertices=corners @ rot.T + (cx, cy))
 
 
-def make_triangle(cx: float, cy: float, size: float, angle: float, arcs: Sequence[float]) -> Shape:
+def make_triangle(cx: float, cy: float, size: float, angle: float,
+                  arcs: Union[Sequence[float], np.ndarray]) -> Shape:
     """A triangle inscribed in a circle; ``arcs`` (three, summing to 2 pi) set its angles.
 
     Scaled so the longer side of its bounding box is ``size`` and centred on that box.
@@ -232,8 +233,8 @@ class Placed:
         pix = self.pixel_box(visible)
         if pix is None:
             return None
-        return tuple(e if p == f else float(p)  # type: ignore[return-value]
-                     for p, f, e in zip(pix, self.full, self.exact))
+        x0, y0, x1, y1 = (e if p == f else float(p) for p, f, e in zip(pix, self.full, self.exact))
+        return x0, y0, x1, y1
 
     def labelled(self, visible: Optional[np.ndarray] = None) -> bool:
         """Whether the object is visible enough to be labelled (see ``MIN_VISIBLE``, ``MIN_BOX_PX``)."""
@@ -287,4 +288,5 @@ def contrasting_color(rng: np.random.Generator, canvas: np.ndarray, obj: Placed,
             best, best_dist = color, dist
     # The palette cannot reach far enough from this background: push the best one to an extreme.
     far = np.where(mean > 127.0, 0.0, 255.0)
-    return tuple(float(v) for v in (np.asarray(best) + far) / 2.0)  # type: ignore[return-value]
+    b, g, r = (float(v) for v in (np.asarray(best) + far) / 2.0)
+    return b, g, r

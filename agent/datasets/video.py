@@ -173,7 +173,7 @@ def make_video(out_path: Union[str, Path], frames: int, fps: float = 15, seed: i
         raise DataError(f"{out.parent}: cannot create the folder: {exc.strerror or exc}") from exc
     tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
     fourcc = _FOURCC[out.suffix.lower()]
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*fourcc), float(fps), (w, h))
     if not writer.isOpened():
         raise DataError(f"{out}: OpenCV cannot open a {fourcc} video writer there")
     scene = VideoScene(seed, w, h, float(fps))

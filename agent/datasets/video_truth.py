@@ -53,7 +53,8 @@ def truth_boxes(frame: int, objects: Sequence[Placed], ids: Sequence[int]) -> Li
         box = obj.box()
         if box is None:
             continue
-        rows.append(TruthBox(frame, index + 1, obj.class_id, tuple(float(v) for v in box),  # type: ignore[arg-type]
+        x0, y0, x1, y1 = (float(v) for v in box)
+        rows.append(TruthBox(frame, index + 1, obj.class_id, (x0, y0, x1, y1),
                              obj.labelled(), round(min(1.0, obj.visible_fraction()), 3)))
     return rows
 

@@ -88,7 +88,7 @@ def choose_engine(requested: str = "auto", gt: Optional[GroundTruth] = None) -> 
     if not installed(requested):
         hint = " (wheels need Python >= 3.10)" if requested == "hotcoco" else ""
         raise BadInputError(f"engine {requested} is not installed: pip install {requested}{hint}")
-    if requested == "hotcoco" and zero_id:
+    if requested == "hotcoco" and zero_id and gt is not None:
         i = int(np.flatnonzero(gt.ann_ids == 0)[0])
         raise DataError(
             f"{gt.origin.where(i) if gt.origin else gt.source}: annotation id 0: hotcoco would "

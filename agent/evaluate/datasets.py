@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from agent.errors import DataError
+from agent.errors import AgentError, DataError
 from agent.evaluate import resolve
 from agent.evaluate.fastjson import parse_uniform_list
 from agent.evaluate.structures import (
@@ -385,16 +385,18 @@ def _finish_coco(
     options: ReadOptions,
 ) -> Predictions:
     if keys is not None:
-        image_ids, known_image = resolve.image_ids_from_keys(keys, gt)
-    else:
-        known_image = resolve.known_image_ids(image_ids, gt)
+        ids, known_image = resolve.image_ids_from_keys(keys, gt)
+    elif image_ids is not None:
+        ids, known_image = image_ids, resolve.known_image_ids(image_ids, gt)
+    else:  # a caller's mistake, not the file's
+        raise AgentError("_finish_coco needs image ids or keys")
     known_class = resolve.known_category_ids(cats, gt)
     return resolve.finish(
         source,
         gt,
-        image_ids,
+        ids,
         known_image,
-        lambda i: json.dumps(keys[i] if keys is not None else int(image_ids[i])),
+        lambda i: json.dumps(keys[i] if keys is not None else int(ids[i])),
         cats,
         known_class,
         lambda i: f"category_id {int(cats[i])}",

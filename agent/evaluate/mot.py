@@ -133,7 +133,7 @@ def _tracked(det: Dict[str, Any], where: str) -> Tuple[int, List[float], str]:
 def score_tracks(truth: Sequence[TruthBox], recording: TrackRecording) -> Dict[str, Any]:
     """py-motmetrics' scores of the recorded tracks against the ground truth."""
     try:
-        import motmetrics as mm  # type: ignore[import-untyped]
+        import motmetrics as mm
     except ImportError as exc:
         raise DataError("eval --track needs py-motmetrics: pip install motmetrics "
                         "(or the eval extra: pip install 'detection-agent[eval]')") from exc
@@ -199,8 +199,8 @@ def line_counts(recording: TrackRecording, lines_truth: Dict[str, Any]) -> Dict[
         labels = _labels(lines_truth)
         lines = [CountingLine.from_mapping(entry, labels, f"lines.{i}")
                  for i, entry in enumerate(lines_truth["lines"])]
-        rows = [TruthBox(frame, tid, labels.index(label) if label in labels else -1, tuple(box),  # type: ignore[arg-type]
-                         True, 1.0)
+        rows = [TruthBox(frame, tid, labels.index(label) if label in labels else -1,
+                         (box[0], box[1], box[2], box[3]), True, 1.0)
                 for frame, hyps in recording.frames.items() for tid, box, label in hyps]
         got = crossing_counts(true_crossings(rows, lines, recording.width or int(lines_truth["width"]),
                                              recording.height or int(lines_truth["height"])), names)

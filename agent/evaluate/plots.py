@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def write_plots(ev: Evaluation, out_dir: str) -> List[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [_pr_curves(plt, ev, out / "pr_curves.png")]
     if ev.confusion is not None:
-        written.append(_confusion(plt, ev, out / "confusion_matrix.png"))
+        written.append(_confusion(plt, ev, ev.confusion, out / "confusion_matrix.png"))
     for path in written:
         log.info("wrote %s", path)
     return written
@@ -63,7 +63,7 @@ def _pr_curves(plt, ev: Evaluation, path: Path) -> Path:
             )
         title = "precision-recall at IoU 0.50 (COCO, 101-point interpolation)"
     else:
-        voc = ev.voc
+        voc = ev.voc_result
         for c in top:
             curve = voc.curves[c]
             ap = voc.per_class[c]
@@ -83,8 +83,8 @@ def _pr_curves(plt, ev: Evaluation, path: Path) -> Path:
     return path
 
 
-def _confusion(plt, ev: Evaluation, path: Path) -> Path:
-    matrix = ev.confusion.astype(np.float64)
+def _confusion(plt: Any, ev: Evaluation, confusion: np.ndarray, path: Path) -> Path:
+    matrix = confusion.astype(np.float64)
     labels = [*ev.gt.names, "background"]
     # Normalise each true class's row, so rare and common classes read on one scale.
     totals = matrix.sum(1, keepdims=True)

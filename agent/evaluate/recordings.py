@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
+from typing_extensions import TypeGuard
 
 from agent.errors import DataError
 from agent.evaluate import resolve
@@ -178,5 +179,5 @@ def recording_predictions(
     )
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

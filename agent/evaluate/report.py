@@ -90,7 +90,7 @@ def summary_text(ev: Evaluation) -> str:
         lines.append(f"COCO box metrics (engine {ev.coco.engine}): {counts}")
         lines += [f"  {name:<6} {value:7.4f}   {text}" for name, text, value in stats_table(ev.coco)]
     else:
-        voc = ev.voc
+        voc = ev.voc_result
         kind = "VOC2007 11-point" if voc.metric == "voc07" else "VOC2010+ all-point"
         lines.append(
             f"PASCAL VOC AP ({kind}, IoU >= {voc.iou:g}, +1 pixel convention "
@@ -117,8 +117,8 @@ def per_class_rows(ev: Evaluation) -> List[Dict[str, Any]]:
         if ev.coco is not None:
             row.update(AP=ev.coco.per_class.get(c), AP50=ev.coco.per_class_ap50.get(c))
         else:
-            p, r, f1 = ev.voc.prf[c]
-            row.update(AP=ev.voc.per_class[c], precision=p, recall=r, F1=f1)
+            p, r, f1 = ev.voc_result.prf[c]
+            row.update(AP=ev.voc_result.per_class[c], precision=p, recall=r, F1=f1)
         rows.append(row)
     return rows
 
@@ -127,7 +127,8 @@ def per_class_text(ev: Evaluation) -> str:
     rows = per_class_rows(ev)
     width = max([5, *(len(r["class"]) for r in rows)])
     keys = [k for k in rows[0] if k not in ("class", "objects", "predictions")] if rows else []
-    note = "" if ev.coco is not None else f" (precision/recall/F1 at score >= {ev.voc.score_threshold:g})"
+    note = ("" if ev.coco is not None
+            else f" (precision/recall/F1 at score >= {ev.voc_result.score_threshold:g})")
     lines = [
         f"per class{note}",
         f"  {'class':<{width}} {'objects':>8} {'predictions':>11} " + " ".join(f"{k:>9}" for k in keys),
@@ -160,6 +161,7 @@ def latency_text(latency: Dict[str, float], images: int, seconds: float) -> str:
 
 def compare_json(a: Evaluation, b: Evaluation, labels: Sequence[str]) -> Dict[str, Any]:
     ja, jb = to_json(a), to_json(b)
+    diff: Dict[str, Optional[float]]
     if a.coco is not None and b.coco is not None:
         diff = {k: b.coco.stats[k] - a.coco.stats[k] for k in STAT_NAMES}
     else:

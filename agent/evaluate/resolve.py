@@ -10,7 +10,7 @@ predictions are dropped and a warning says how many. Boxes outside their image: 
 from __future__ import annotations
 
 import logging
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from agent.evaluate.structures import (
 log = logging.getLogger(__name__)
 
 
-def image_ids_from_keys(keys: Sequence[object], gt: GroundTruth) -> Tuple[np.ndarray, np.ndarray]:
+def image_ids_from_keys(keys: Sequence[Union[int, str]], gt: GroundTruth) -> Tuple[np.ndarray, np.ndarray]:
     """Image ids for keys that are ids (int) or file names / stems (str); and which are known.
 
     ultralytics writes ``image_id`` as ``int(stem)`` when the stem is numeric, else the stem.
@@ -115,7 +115,7 @@ def finish(
         keep &= known
     if not keep.all():
         idx = np.flatnonzero(keep)
-        origin = None if origin is None else Origin(lambda i, o=origin: o.where(int(idx[i])))
+        origin = None if origin is None else origin.subset(idx)
         image_ids, category_ids, boxes, scores = image_ids[idx], category_ids[idx], boxes[idx], scores[idx]
     bad = ~np.isfinite(scores)
     if bad.any():

@@ -14,7 +14,7 @@ from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from agent.errors import BadInputError
+from agent.errors import AgentError, BadInputError
 from agent.evaluate.coco import CocoResult, evaluate_coco
 from agent.evaluate.datasets import PathLike, load_ground_truth, load_predictions
 from agent.evaluate.structures import GroundTruth, Predictions, ReadOptions
@@ -58,6 +58,13 @@ class Evaluation:
         if self.coco is not None:
             return self.coco.stats["AP"]
         return self.voc.mean_ap if self.voc is not None else None
+
+    @property
+    def voc_result(self) -> VocResult:
+        """``voc``, for reports of a VOC evaluation (one of ``coco`` and ``voc`` is always set)."""
+        if self.voc is None:
+            raise AgentError("this evaluation has no VOC result (it is a COCO one)")
+        return self.voc
 
 
 def evaluate(

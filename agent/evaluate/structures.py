@@ -48,6 +48,10 @@ class Origin:
     def where(self, row: int) -> str:
         return self.describe(row)
 
+    def subset(self, rows: np.ndarray) -> Origin:
+        """The origin of ``rows`` of these rows, in that order."""
+        return Origin(lambda i: self.where(int(rows[i])))
+
 
 def element_origin(path: str, key: str, index: Optional[np.ndarray] = None) -> Origin:
     """Rows read from a JSON list: ``gt.json: annotations[17]``."""
@@ -167,7 +171,7 @@ class Predictions:
     def select(self, keep: np.ndarray) -> Predictions:
         idx = np.flatnonzero(keep)
         origin = self.origin
-        sub = None if origin is None else Origin(lambda i, o=origin, idx=idx: o.where(int(idx[i])))
+        sub = None if origin is None else origin.subset(idx)
         return Predictions(
             self.source, self.image_ids[idx], self.category_ids[idx], self.boxes[idx], self.scores[idx], sub
         )

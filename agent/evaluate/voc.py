@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 
@@ -121,7 +121,7 @@ def match(gt: GroundTruth, preds: Predictions, iou: float, plus_one: bool) -> Tu
     return order, outcome
 
 
-def _searchsorted_rows(keys: np.ndarray, queries: np.ndarray, side: str) -> np.ndarray:
+def _searchsorted_rows(keys: np.ndarray, queries: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
     """searchsorted on (image, class) rows, through one combined int64 key per row."""
     if keys.size == 0:
         return np.zeros(len(queries), np.int64)

@@ -35,7 +35,8 @@ class _Node:
     __slots__ = ("children", "line", "tag", "text")
 
     def __init__(self, tag: str, line: int) -> None:
-        self.tag, self.line, self.text, self.children = tag, line, "", []
+        self.tag, self.line, self.text = tag, line, ""
+        self.children: List[_Node] = []
 
     def find(self, tag: str) -> Optional[_Node]:
         return next((c for c in self.children if c.tag == tag), None)

@@ -370,7 +370,7 @@ def load_into(model: Any, target: Topology, cfg_path: Path, weights_path: Path) 
         fits = mine is not None and mine.module is not None and (
             mine.filters, mine.size, mine.stride, mine.in_channels) == (
             conv.filters, conv.size, conv.stride, conv.in_channels)
-        if not fits:
+        if not fits or mine is None:
             got = ("nothing" if mine is None else
                    f"{mine.filters} filters {mine.size}x{mine.size}/{mine.stride} from {mine.in_channels}"
                    + (" (a head)" if mine.module is None else ""))

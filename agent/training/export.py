@@ -56,8 +56,9 @@ def export_onnx(weights: Path, out: Path, imgsz: int = 416, half: bool = False, 
         shutil.copy2(weights, scratch)
         exported = Path(YOLO(str(scratch)).export(format="onnx", imgsz=imgsz, half=half, dynamic=dynamic,
                                                   batch=batch, simplify=True, device="cpu"))
-        names = yolo.model.names
-        strides = [int(s) for s in yolo.model.stride.tolist()]
+        net: Any = yolo.model  # ultralytics annotates it str | None; loaded, it is the nn.Module
+        names = net.names
+        strides = [int(s) for s in net.stride.tolist()]
         info = ModelInfo(input_size=(imgsz, imgsz), class_names=[names[k] for k in sorted(names)],
                          output_format="anchor_free", resize_mode="letterbox", strides=strides,
                          name=Path(out).stem)
@@ -142,7 +143,7 @@ def _write_metadata(path: Path, info: ModelInfo, provenance: Dict[str, Any]) -> 
 def _without_local_paths(text: str) -> str:
     """Absolute paths made relative to the working directory (or cut to the file name), so
     a shipped model does not carry the directories of the machine that built it."""
-    def shorten(match: re.Match) -> str:  # type: ignore[type-arg]
+    def shorten(match: re.Match) -> str:
         path = Path(match.group(0))
         try:
             return str(path.relative_to(Path.cwd()))

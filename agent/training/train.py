@@ -61,7 +61,8 @@ def prepare_model(model: str, num_classes: int, width: Optional[float], run_dir:
             raise BadInputError("--width only applies to a model built from scratch, not to weights")
         from ultralytics import YOLO
 
-        return model, True, dict(YOLO(model).model.yaml)
+        net: Any = YOLO(model).model  # ultralytics annotates it str | None; loaded, it is the nn.Module
+        return model, True, dict(net.yaml)
     name = model[:-5] if model.endswith(".yaml") else model
     if name not in ARCHITECTURES:
         raise BadInputError(f"--model: expected {', '.join(ARCHITECTURES)} or a .pt file, got {model!r}")
@@ -135,7 +136,8 @@ def train(data: Path, recipe: Recipe, model: Optional[str] = "yolov3-tiny", stra
     spec = read_data_yaml(data)
     run_dir = (Path(project) / name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    loaded_line, keep_trainable = None, []
+    loaded_line: Optional[str] = None
+    keep_trainable: List[int] = []
     if pretrained_cfg is not None:
         source, layers, loaded_line, keep_trainable = prepare_pretrained(
             Path(pretrained_cfg), model, len(spec["names"]), width, run_dir)

@@ -11,10 +11,13 @@ import ast
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from agent.errors import BackendError, ModelError
 from agent.types import ModelInfo
+
+if TYPE_CHECKING:  # onnx is optional at run time; its protobuf classes carry type stubs
+    from onnx import ModelProto, ValueInfoProto
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ def info_from_metadata(meta: Dict[str, str], input_hw: Tuple[Optional[int], Opti
                      resize_mode="letterbox", name=model_path.stem)
 
 
-def load_onnx(model_path: Path, purpose: str) -> object:
+def load_onnx(model_path: Path, purpose: str) -> ModelProto:
     """The parsed ``onnx.ModelProto``; ``purpose`` names who needs it, for the error message."""
     try:
         import onnx
@@ -67,9 +70,9 @@ def load_onnx(model_path: Path, purpose: str) -> object:
         raise ModelError(f"{model_path}: not a readable ONNX model: {str(exc).strip()[:200]}") from None
 
 
-def summarize(model: object, model_path: Path) -> OnnxSummary:
+def summarize(model: ModelProto, model_path: Path) -> OnnxSummary:
     """The image input, outputs and ``ModelInfo`` of an ``onnx.ModelProto``."""
-    graph = model.graph  # type: ignore[attr-defined]  # an onnx protobuf
+    graph = model.graph
     weights = {init.name for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in weights]
     if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
@@ -79,9 +82,9 @@ def summarize(model: object, model_path: Path) -> OnnxSummary:
     if elem not in ONNX_IMAGE_TYPES:
         raise ModelError(f"{model_path}: input type {elem} is not float32 or float16")
     shape = _dims(inputs[0])
-    meta = {p.key: p.value for p in model.metadata_props}  # type: ignore[attr-defined]  # an onnx protobuf
+    meta = {p.key: p.value for p in model.metadata_props}
     info = info_from_metadata(meta, (shape[2], shape[3]), Path(model_path))
-    opset = max((o.version for o in model.opset_import  # type: ignore[attr-defined]  # an onnx protobuf
+    opset = max((o.version for o in model.opset_import
                  if o.domain in ("", "ai.onnx")),
                 default=0)
     return OnnxSummary(info, inputs[0].name, shape, ONNX_IMAGE_TYPES[elem],
@@ -92,6 +95,6 @@ def read_summary(model_path: Path, purpose: str) -> OnnxSummary:
     return summarize(load_onnx(model_path, purpose), model_path)
 
 
-def _dims(value_info: object) -> Tuple[Optional[int], ...]:
-    dims = value_info.type.tensor_type.shape.dim  # type: ignore[attr-defined]  # an onnx protobuf
+def _dims(value_info: ValueInfoProto) -> Tuple[Optional[int], ...]:
+    dims = value_info.type.tensor_type.shape.dim
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 from agent.errors import ModelError
 from agent.inference.labels import read_names
 from agent.types import ModelInfo
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T", int, float)
 
 
 @dataclasses.dataclass
@@ -29,7 +31,7 @@ class Section:
     option_lines: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     def get_int(self, key: str, default: Optional[int], path: Path) -> int:
-        return int(self._get(key, default, path, int))
+        return self._get(key, default, path, int)
 
     def get_float(self, key: str, default: Optional[float], path: Path) -> float:
         return float(self._get(key, default, path, float))
@@ -42,7 +44,7 @@ class Section:
             raise ModelError(f"{path}:{self.option_lines.get(key, self.line)}: [{self.kind}] {key}: "
                              f"expected comma-separated numbers, got {raw!r}") from None
 
-    def _get(self, key: str, default: object, path: Path, cast: type) -> object:
+    def _get(self, key: str, default: Optional[T], path: Path, cast: Type[T]) -> T:
         if key not in self.options:
             if default is None:
                 raise ModelError(f"{path}:{self.line}: [{self.kind}] is missing {key}=")

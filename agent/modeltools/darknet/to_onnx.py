@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from agent.modeltools.darknet import cfg as darknet
 from agent.modeltools.darknet.layers import Layer, PathLike, plan
 from agent.modeltools.darknet.weights import read_weights
 from agent.types import ModelInfo
+
+if TYPE_CHECKING:  # onnx is imported when a conversion runs
+    from onnx import ModelProto, NodeProto, TensorProto
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +53,15 @@ class _Builder:
         from onnx import helper, numpy_helper
 
         self.helper, self.numpy_helper = helper, numpy_helper
-        self.nodes: List[object] = []
-        self.initializers: List[object] = []
+        self.nodes: List[NodeProto] = []
+        self.initializers: List[TensorProto] = []
         self._count = 0
 
     def const(self, name: str, array: np.ndarray) -> str:
         self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    def op(self, op_type: str, inputs: Sequence[str], name: str, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: Sequence[str], name: str, **attrs: Any) -> str:
         self._count += 1
         out = f"{name}" if name else f"t{self._count}"
         self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
@@ -100,15 +103,15 @@ def _conv(b: _Builder, x: str, layer: Layer, in_c: int, weights: _Weights, path:
     pad = size // 2 if sec.get_int("pad", 0, path) else sec.get_int("padding", 0, path)
     if sec.get_int("batch_normalize", 0, path):
         beta, gamma, mean, var = (weights.take(filters) for _ in range(4))
-        kernel = weights.take(filters * (in_c // groups) * size * size).reshape(filters, -1)
+        rows = weights.take(filters * (in_c // groups) * size * size).reshape(filters, -1)
         # folded in float64, applied in float32 (a 60 M-parameter kernel in float64 is slow)
         scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + BN_EPSILON)
-        kernel = kernel * scale[:, None].astype(np.float32)
+        flat = rows * scale[:, None].astype(np.float32)
         bias = beta - mean * scale
     else:
         bias = weights.take(filters)
-        kernel = weights.take(filters * (in_c // groups) * size * size)
-    kernel = kernel.reshape(filters, in_c // groups, size, size).astype(np.float32)
+        flat = weights.take(filters * (in_c // groups) * size * size)
+    kernel = flat.reshape(filters, in_c // groups, size, size).astype(np.float32)
     w_name = b.const(f"conv_{i}.weight", kernel)
     b_name = b.const(f"conv_{i}.bias", bias.astype(np.float32))
     y = b.op("Conv", [x, w_name, b_name], f"conv_{i}", kernel_shape=[size, size], strides=[stride, stride],
@@ -157,7 +160,7 @@ def _yolo_head(b: _Builder, x: str, layer: Layer, info: ModelInfo, head: int, in
 
 def build(cfg_path: PathLike, weights_path: PathLike, names: Optional[Sequence[str]] = None,
           imgsz: Optional[Union[int, Tuple[int, int]]] = None, batch: int = 1,
-          dynamic: bool = False) -> object:
+          dynamic: bool = False) -> ModelProto:
     """The ``onnx.ModelProto`` of a darknet network (checked with the ONNX checker)."""
     try:
         import onnx
@@ -271,5 +274,5 @@ def convert(cfg_path: PathLike, weights_path: PathLike, output: PathLike,
     from agent.fileio import atomic_write_bytes
 
     model = build(cfg_path, weights_path, names, imgsz, batch, dynamic)
-    atomic_write_bytes(output, model.SerializeToString())  # type: ignore[attr-defined]
+    atomic_write_bytes(output, model.SerializeToString())
     return Path(output)

@@ -27,7 +27,7 @@ def make_calibrator(trt: Any, cuda: Any, images: List[Path], info: Any, batch: i
     from agent.fileio import atomic_write_bytes, read_image
     from agent.inference.preprocess import Preprocessor
 
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.preprocess = Preprocessor(info.input_size, info.resize_mode, batch, dtype)

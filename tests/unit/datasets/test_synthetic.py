@@ -376,6 +376,8 @@ def test_make_video_leaves_no_half_file_behind(tmp_path: Path, monkeypatch: pyte
 
 def test_make_video_reports_a_writer_that_cannot_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     class Closed:
+        fourcc = staticmethod(video.cv2.VideoWriter.fourcc)
+
         def __init__(self, *args: object) -> None:
             pass
 
