@@ -37,7 +37,9 @@ sent for QoS 0), ``reconnects``, ``connects``, ``attempts`` (failed since the la
 success), ``connected``, ``state``, ``last_error``, ``backlog`` (and ``backlog_bytes``,
 ``backlog_age_s``: the age of the oldest waiting message), ``inflight``, ``queue``,
 ``spool`` (disk | memory), ``internal_errors`` and ``last_internal_error`` (bugs inside the
-sender, which goes on: a health signal), ``commands`` (handled, failed, subscribed).
+sender, which goes on: a health signal), ``commands`` (handled, failed, subscribed),
+``unrouted``, ``unrouted_held``, ``unrouted_resent`` (MQTT 5 PUBACKs saying no subscriber
+matched, and what ``mqtt.hold_unrouted_s`` keeps and resends of those: unrouted.py).
 docs/mqtt.md has the topic contract.
 """
 
