@@ -34,7 +34,9 @@ def test_messages_nobody_took_reach_a_later_shared_consumer_only_when_held(broke
     wait(lambda: pub.connected, 10, "publisher connected")
     n = 20
     publish(pub, 0, n)  # seq 1..20: no subscriber yet
-    assert pub.wait_for(lambda c: c["unrouted"] >= n, 10), pub.counters()
+    # (the spool deletes acknowledged messages after the step that counted them: wait for both)
+    settled = (lambda c: c["unrouted_held"] >= n) if hold else (lambda c: c["backlog"] == 0)
+    assert pub.wait_for(lambda c: c["unrouted"] >= n and settled(c), 10), pub.counters()
     c = pub.counters()
     if hold:
         assert c["unrouted_held"] >= n and c["backlog"] >= n  # kept, not acknowledged
@@ -71,7 +73,8 @@ def test_without_a_consumer_resends_keep_to_the_delay_and_the_spool_bounds_still
     resent = after["unrouted_resent"] - before["unrouted_resent"]
     # each held message goes out at most once per delay: no tight loop; but it does go out again
     assert held <= resent <= held * (elapsed / delay + 1), (resent, elapsed)
-    assert after["sent"] - before["sent"] == resent  # nothing else was sent meanwhile
+    # nothing else was sent meanwhile (a read may fall between a resend's two counts: one batch)
+    assert abs((after["sent"] - before["sent"]) - resent) <= held
     assert after["backlog"] == held and after["dropped"] == 0
     # 6 more: 14 > spool.max_messages 10, so the 4 oldest held messages go, counted as usual
     publish(pub, held, 6)
