@@ -26,13 +26,14 @@ import logging
 import random
 import socket
 import ssl
+import threading
 from typing import Any, Optional
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config.schema import MASK, AgentConfig, TlsConfig
+from agent.config.schema import MASK, AgentConfig, MqttConfig, TlsConfig
 from agent.errors import PublishError
 
 log = logging.getLogger(__name__)
@@ -213,5 +214,32 @@ def describe_refusal(reason: Any, endpoint: Endpoint) -> str:
     return f"{endpoint.url} refused the connection: {text}{hint}"
 
 
-__all__ = ["Endpoint", "backoff_delay", "connect_async", "describe_failure", "describe_refusal", "new_client",
-           "publish_properties", "tls_context"]
+def wire_qos(mq: MqttConfig, topic_class: str) -> int:
+    """The QoS actually used for a topic class: 2 is sent as 1.
+
+    Each connection is a fresh client whose packet ids start again, and a broker keeps the
+    ids of unfinished QoS 2 exchanges in the session: a new message reusing such an id would
+    be taken for the old one and dropped. At-least-once with the spool, duplicates marked by
+    ``seq``, loses nothing; exactly-once would need packet ids that survive reconnects.
+    """
+    return min(1, mq.qos_for(topic_class))
+
+
+def _close_client(client: paho.Client) -> None:
+    try:
+        client.disconnect()
+        client.loop_stop()
+    except Exception as exc:  # a dying client must not take anything with it
+        log.debug("client teardown: %s", exc)
+
+
+def close_in_background(client: paho.Client) -> threading.Thread:
+    """Disconnect and stop ``client`` on a daemon thread of its own: ``loop_stop`` joins paho's
+    thread, which may sit in a TCP connect, and the caller must not wait for that."""
+    thread = threading.Thread(target=_close_client, args=(client,), name="mqtt-teardown", daemon=True)
+    thread.start()
+    return thread
+
+
+__all__ = ["Endpoint", "backoff_delay", "close_in_background", "connect_async", "describe_failure",
+           "describe_refusal", "new_client", "publish_properties", "tls_context", "wire_qos"]

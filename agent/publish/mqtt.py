@@ -56,6 +56,7 @@ import paho.mqtt.client as paho
 from agent.config.schema import AgentConfig
 from agent.publish import connection, homeassistant
 from agent.publish.commands import Commands, request_id, response_topic_allowed
+from agent.publish.connection import wire_qos
 from agent.publish.payloads import (
     FrameGate,
     Topics,
@@ -67,7 +68,7 @@ from agent.publish.payloads import (
     result_payload,
     stats_payload,
 )
-from agent.publish.sender import PUT_TIMEOUT, Hooks, Sender, wire_qos
+from agent.publish.sender import PUT_TIMEOUT, Hooks, Sender
 from agent.publish.spool import Message
 from agent.types import Detections
 

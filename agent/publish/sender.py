@@ -9,7 +9,8 @@ the sender. So nothing is shared but that list, the bounded queue and the counte
 - A new connection starts the cursor at 0: every message still in the spool (sent and
   unacknowledged, or waiting) goes out again in order before anything newer.
 - With ``mqtt.hold_unrouted_s`` (MQTT 5), a PUBACK saying "no matching subscribers" keeps the
-  message in the spool for a resend after that delay (see unrouted.py).
+  message in the spool for a resend after that delay (see unrouted.py). The window and its
+  cursor are window.py; the counters, sender_stats.py.
 - QoS 0 messages are sent when connected, dropped (and counted) otherwise.
 - Connected means a successful CONNACK of the current client, nothing less; on connect the
   retained ``online`` goes out and ``hooks.connected(client)`` runs (subscriptions,
@@ -38,11 +39,12 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import paho.mqtt.client as paho
 
 from agent.config.schema import MqttConfig, SpoolConfig
+from agent.errors import PublishError
 from agent.publish import connection
 from agent.publish.payloads import STATUS_OFFLINE, STATUS_ONLINE
+from agent.publish.sender_stats import SenderStats
 from agent.publish.spool import Message, spool_from_config
-from agent.publish.throttle import Throttled
-from agent.publish.unrouted import Unrouted, is_unrouted
+from agent.publish.window import InflightWindow
 
 log = logging.getLogger(__name__)
 
@@ -52,31 +54,7 @@ _AUDIT_MAX = 10000  # audit the spool's totals only while it is this small: it r
 _DRAIN_RETRY_S = 1.0  # longest wait between connection attempts while draining
 _BATCH = 256  # messages per spool transaction
 _OLDEST_S = 1.0  # how often the age of the spool's oldest message is looked up (for metrics)
-# The last topic level -> the kind of message, for counters by kind (see topic_kind).
-_KINDS = ("detections", "events", "counts", "snapshot", "stats", "status")
 PUT_TIMEOUT = 0.05  # seconds a caller may wait for room in a full queue
-
-
-def topic_kind(topic: str) -> str:
-    """``detections``, ``events``, ``counts``, ``snapshot``, ``stats``, ``status`` (the device's
-    and each camera's), ``command_result``, or ``other`` (e.g. an MQTT 5 response topic)."""
-    head, _, last = topic.rpartition("/")
-    if last in _KINDS:
-        return last
-    if last == "result" and head.endswith("/cmd"):
-        return "command_result"
-    return "other"
-
-
-def wire_qos(mq: MqttConfig, topic_class: str) -> int:
-    """The QoS actually used for a topic class: 2 is sent as 1.
-
-    Each connection is a fresh client whose packet ids start again, and a broker keeps the
-    ids of unfinished QoS 2 exchanges in the session: a new message reusing such an id would
-    be taken for the old one and dropped. At-least-once with the spool, duplicates marked by
-    ``seq``, loses nothing; exactly-once would need packet ids that survive reconnects.
-    """
-    return min(1, mq.qos_for(topic_class))
 
 
 class Hooks:
@@ -98,20 +76,16 @@ class Sender:
         self.mq = mq
         self.spool_cfg = spool_cfg
         self.status_topic = status_topic
-        self.status_qos = wire_qos(mq, "status")
+        self.status_qos = connection.wire_qos(mq, "status")
         self.hooks = hooks
         self.queue: queue.Queue = queue.Queue(maxsize=mq.queue_size)  # of Message
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self._lock = threading.Lock()  # events and counters
+        self._lock = threading.Lock()  # the event list
         self._progress = threading.Condition(self._lock)
         self._events: Deque[Tuple[Any, ...]] = collections.deque()
-        self._count: Dict[str, int] = collections.defaultdict(int)
-        self._dropped: Dict[str, int] = collections.defaultdict(int)
-        self._published: Dict[str, int] = collections.defaultdict(int)  # by topic_kind
+        self.stats = SenderStats(log)
         self.oldest_created: Optional[float] = None  # the spool's oldest message, refreshed each _OLDEST_S
-        self._last_error: Optional[str] = None
-        self.state = "down"  # down | connecting | up
         self.subscribed = False
         # Sender-thread state.
         self.endpoint: Optional[connection.Endpoint] = None
@@ -121,10 +95,7 @@ class Sender:
         self._gen = 0
         self._next_attempt = 0.0
         self._connect_started = 0.0
-        self._inflight: Dict[int, Message] = {}
-        self._cursor = 0
-        self._replay_upto = 0
-        self._unrouted = Unrouted(mq.hold_unrouted_s)  # acknowledged, reached nobody, resent later
+        self.window = InflightWindow(mq.inflight_max, mq.hold_unrouted_s, self.stats)
         self._status_mid: Optional[int] = None
         self._status_acked = False
         self._deadline = 0.0
@@ -134,16 +105,18 @@ class Sender:
         self._unstored: List[Message] = []  # taken from the queue, not in the spool yet
         self.draining = False
         self.backlog_reported = False  # the owner said what stays in the spool: no warning at stop
-        self._internal = 0
-        self._last_internal: Optional[str] = None
-        self._internal_log = Throttled(log, logging.ERROR, self._describe_internal)
+
+    @property
+    def state(self) -> str:
+        """``down`` | ``connecting`` | ``up`` (after a successful CONNACK of the current client)."""
+        return self.stats.state
 
     # -- called from other threads ---------------------------------------------------------------
 
     def start(self, endpoint: connection.Endpoint) -> None:
         self.endpoint = endpoint
         self.spool = spool_from_config(self.spool_cfg)
-        self._replay_upto = self.spool.last_id() if len(self.spool) else 0  # an earlier run's backlog
+        self.window.replay_upto = self.spool.last_id() if len(self.spool) else 0  # an earlier run's backlog
         self._thread = threading.Thread(target=self._run, name="mqtt-sender", daemon=True)
         self._thread.start()
 
@@ -160,41 +133,12 @@ class Sender:
         return True
 
     def drop(self, reason: str, why: str, count: int = 1) -> None:
-        with self._lock:
-            first = self._dropped[reason] == 0
-            self._dropped[reason] += count
-            total = self._dropped[reason]
-        if first or total % 1000 == 0:
-            log.warning("dropped %d message(s) so far (%s): %s", total, reason, why)
+        self.stats.drop(reason, why, count)
 
     def counters(self) -> Dict[str, Any]:
-        with self._lock:
-            out: Dict[str, Any] = {key: self._count[key] for key in
-                                   ("sent", "acked", "spooled", "replayed", "reconnects", "connects")}
-            dropped = dict(self._dropped)
-            out["attempts"] = self.attempt
-            out["connected"] = self.state == "up"
-            out["state"] = self.state
-            out["last_error"] = self._last_error
-            out["internal_errors"] = self._internal
-            out["last_internal_error"] = self._last_internal
-            # Delivered: acknowledged by the broker (QoS 1), or written to the socket (QoS 0).
-            out["published_by"] = dict(self._published)
-        out.update(self._unrouted.counters())
-        spool = self.spool
-        if spool is not None:  # copy first: the sender thread may add a reason meanwhile
-            dropped.update({f"spool_{k}": v for k, v in spool.dropped.copy().items()})
-        out["dropped"] = sum(dropped.values())
-        out["dropped_by"] = dropped
-        out["backlog"] = len(spool) if spool is not None else 0
-        out["backlog_bytes"] = spool.bytes if spool is not None else 0
-        oldest = self.oldest_created  # looked up once a second: the age may be up to 1 s short
-        out["backlog_age_s"] = round(max(0.0, time.time() - oldest), 3) \
-            if oldest is not None and out["backlog"] else 0.0
-        out["inflight"] = len(self._inflight)
-        out["queue"] = self.queue.qsize() + len(self._unstored)
-        out["spool"] = spool.mode if spool is not None else "closed"
-        return out
+        return self.stats.report(self.attempt, self.window.unrouted.counters(), self.spool,
+                                 self.oldest_created, len(self.window.inflight),
+                                 self.queue.qsize() + len(self._unstored))
 
     def drain(self, on: bool) -> None:
         """While on, a lost broker is retried at once and then every second at most (the owner
@@ -256,24 +200,15 @@ class Sender:
             return False
 
     def _internal_error(self, where: str, exc: BaseException) -> None:
-        text = f"{where.lstrip('_')}: {type(exc).__name__}: {exc}"
-        with self._lock:
-            self._internal += 1
-            self._last_internal = text[:300]
-        self._internal_log.note({text[:160]: 1}, exc_info=exc)
+        self.stats.internal_error(f"{where.lstrip('_')}: {type(exc).__name__}: {exc}", exc)
         if self.spool is not None and len(self.spool) <= _AUDIT_MAX:
             with contextlib.suppress(Exception):  # the totals may be what went wrong
                 self.spool.audit()
 
-    def _describe_internal(self, count: int, by_reason: Dict[str, int]) -> str:
-        last = list(by_reason)[-1] if by_reason else ""
-        return (f"MQTT sender internal error (a bug: please report it): {count} since the last report, "
-                f"{self._internal} in all; sending goes on. Last: {last}")
-
     def _housekeeping(self) -> None:
-        self.spool.trim(self._cursor, check_age=True, held=self._unrouted)
+        self.spool.trim(self.window.cursor, check_age=True, held=self.window.unrouted)
         self.spool.flush_log()
-        self._internal_log.flush()
+        self.stats.internal_log.flush()
         if len(self.spool) <= _AUDIT_MAX and not self.spool.audit():
             raise RuntimeError("the spool's running totals differed from its store")
 
@@ -294,22 +229,23 @@ class Sender:
             self._unstored.remove(msg)  # not worth keeping: send if we can, else drop
             if self.state == "up" and self.client is not None:
                 self.client.publish(msg.topic, msg.payload, 0, msg.retain)
-                self._bump("sent")
-                self._bump_published(msg.topic)
+                self.stats.bump("sent")
+                self.stats.bump_published(msg.topic)
             else:
                 self.drop("qos0_offline", "QoS 0 messages are not kept while the broker is away")
         if not stored:
             self._unstored = []
             return
-        must_wait = (self.state != "up" or self.spool.has_after(self._cursor)
-                     or len(self._inflight) + len(stored) > self.mq.inflight_max)
+        window = self.window
+        must_wait = (self.state != "up" or self.spool.has_after(window.cursor)
+                     or len(window.inflight) + len(stored) > self.mq.inflight_max)
         if must_wait:  # counted first: whoever sees them in the backlog sees them counted
-            self._bump("spooled", len(stored))
+            self.stats.bump("spooled", len(stored))
         for start in range(0, len(stored), _BATCH):
-            self.spool.add(stored[start:start + _BATCH], inflight_above=self._cursor, held=self._unrouted)
+            self.spool.add(stored[start:start + _BATCH], inflight_above=window.cursor, held=window.unrouted)
         self._unstored = []
         if must_wait:
-            self._replay_upto = max(self._replay_upto, max(m.id for m in stored))
+            window.replay_upto = max(window.replay_upto, max(m.id for m in stored))
 
     def _handle_events(self) -> None:
         with self._lock:
@@ -327,19 +263,9 @@ class Sender:
     def _handle_event(self, event: Tuple[Any, ...], acked: List[Message]) -> None:
         kind = event[0]
         if kind == "puback":
-            mid, reason = event[2], event[3]
-            msg = self._inflight.pop(mid, None)
-            if msg is None:
+            mid = event[2]
+            if self.window.acknowledged(mid, event[3], acked) is None:  # not the window's: the status?
                 self._status_acked = self._status_acked or mid == self._status_mid
-                return
-            if getattr(reason, "is_failure", False):
-                self.drop("refused", f"the broker refused a message on {msg.topic}: {reason}")
-            elif is_unrouted(reason) and self._unrouted.note(msg):
-                return  # stays in the spool, sent again after mqtt.hold_unrouted_s
-            else:
-                self._bump("acked")
-                self._bump_published(msg.topic)
-            acked.append(msg)
         elif kind == "suback":
             self.subscribed = not any(getattr(code, "is_failure", False) for code in event[2])
             if not self.subscribed:
@@ -360,30 +286,8 @@ class Sender:
             self._on_down(f"no CONNACK from {self.endpoint_url} within {self.mq.connect_timeout:g} s")
 
     def _send_window(self) -> None:
-        client = self.client
-        while self.state == "up" and client is not None:
-            room = self.mq.inflight_max - len(self._inflight)
-            resend = self._unrouted.due(min(room, _BATCH))  # held ones first: they are older
-            batch = resend or (self.spool.after(self._cursor, min(room, _BATCH)) if room > 0 else [])
-            if not batch:
-                return
-            for i, msg in enumerate(batch):
-                try:
-                    info = client.publish(msg.topic, msg.payload, msg.qos, msg.retain,
-                                          properties=connection.publish_properties(msg.props))
-                except ValueError as exc:  # e.g. a topic paho refuses: it can never be sent
-                    log.error("cannot publish on %r: %s; message dropped", msg.topic, exc)
-                    self.spool.remove([msg])
-                    self.drop("invalid", str(exc))
-                    continue
-                if info.rc != paho.MQTT_ERR_SUCCESS:
-                    self._unrouted.put_back(batch[i:] if resend else [])
-                    return  # the connection just went; its event follows, the spool keeps the message
-                self._inflight[info.mid] = msg
-                self._cursor = max(self._cursor, msg.id)
-                self._bump("sent")
-                if msg.id <= self._replay_upto and not resend:
-                    self._bump("replayed")
+        if self.client is not None:
+            self.window.send(self.client, self.spool, self.state == "up")
 
     # -- connection state ------------------------------------------------------------------------
 
@@ -393,7 +297,8 @@ class Sender:
 
     def _connect(self) -> None:
         endpoint = self.endpoint
-        assert endpoint is not None
+        if endpoint is None:
+            raise PublishError("the MQTT sender connects only after start()")
         self._gen += 1
         gen = self._gen
         client = connection.new_client(endpoint, will_topic=self.status_topic, will_qos=self.status_qos,
@@ -407,7 +312,7 @@ class Sender:
         client.on_subscribe = lambda c, u, mid, codes, props: self._event("suback", gen, codes)
         client.on_message = lambda c, u, message: self.hooks.message(message)
         self.client = client
-        self._set_state("connecting")
+        self.stats.set_state("connecting")
         self._connect_started = time.monotonic()
         try:
             connection.connect_async(client, endpoint)
@@ -420,34 +325,28 @@ class Sender:
         self.wake.set()
 
     def _on_connack(self, reason: Any, flags: Any) -> None:
-        assert self.endpoint is not None and self.client is not None
+        endpoint, client = self.endpoint, self.client
+        if endpoint is None or client is None:  # events of a client already gone are filtered out
+            raise PublishError("a CONNACK without a current client")
         if getattr(reason, "is_failure", False):
-            self._on_down(connection.describe_refusal(reason, self.endpoint), refused=True)
+            self._on_down(connection.describe_refusal(reason, endpoint), refused=True)
             return
-        with self._lock:
-            self.state = "up"
-            if self._count["connects"]:
-                self._count["reconnects"] += 1
-            self._count["connects"] += 1
-            self._last_error = None
+        self.stats.connected()
         self.attempt = 0
-        self._cursor = 0  # resend everything not yet acknowledged, oldest first
-        log.info("connected to %s as %s (session present: %s); %d message(s) waiting", self.endpoint.url,
-                 self.endpoint.client_id, bool(getattr(flags, "session_present", False)), len(self.spool))
-        info = self.client.publish(self.status_topic, STATUS_ONLINE, self.status_qos, retain=True)
+        self.window.cursor = 0  # resend everything not yet acknowledged, oldest first
+        log.info("connected to %s as %s (session present: %s); %d message(s) waiting", endpoint.url,
+                 endpoint.client_id, bool(getattr(flags, "session_present", False)), len(self.spool))
+        info = client.publish(self.status_topic, STATUS_ONLINE, self.status_qos, retain=True)
         self._status_mid, self._status_acked = info.mid, False
-        self.hooks.connected(self.client)
+        self.hooks.connected(client)
 
     def _on_down(self, reason: str, refused: bool = False) -> None:
         was_up = self.state == "up"
         client, self.client = self.client, None
         self._gen += 1  # ignore whatever that client still reports
-        self._set_state("down", reason)
-        self._inflight.clear()
-        self._unrouted.clear()  # the cursor goes back to 0: the replay sends them again
+        self.stats.set_state("down", reason)
+        self.window.lost()
         self.subscribed = False
-        self._replay_upto = max(self._replay_upto, self._cursor)
-        self._cursor = 0
         if client is not None:
             self._teardown(client)
         delay = connection.backoff_delay(self.attempt, self.mq.reconnect_min, self.mq.reconnect_max)
@@ -466,25 +365,8 @@ class Sender:
             log.debug("%s; retrying in %.1f s (attempt %d)", reason, delay, self.attempt)
 
     def _teardown(self, client: paho.Client) -> None:
-        # loop_stop joins paho's thread, which may sit in a TCP connect: not on this thread.
-        thread = threading.Thread(target=_close_client, args=(client,), name="mqtt-teardown", daemon=True)
-        thread.start()
+        thread = connection.close_in_background(client)
         self._teardowns = [t for t in self._teardowns if t.is_alive()] + [thread]
-
-    def _set_state(self, state: str, error: Optional[str] = None) -> None:
-        with self._lock:
-            self.state = state
-            if error is not None:
-                self._last_error = error
-
-    def _bump(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._count[name] += n
-
-    def _bump_published(self, topic: str) -> None:
-        kind = topic_kind(topic)
-        with self._lock:
-            self._published[kind] += 1
 
     # -- shutdown --------------------------------------------------------------------------------
 
@@ -498,15 +380,14 @@ class Sender:
                 # What was queued last (each camera's final retained status) goes out now and its
                 # PUBACK is waited for, within the bound: a retained "online" must not outlive a
                 # clean stop. Acknowledged messages are also not sent again after a restart.
-                self._wait_events(lambda: not self._inflight and not self.spool.has_after(self._cursor),
-                                  deadline, share=0.6, send=True)
+                self._wait_events(lambda: self.window.idle(self.spool), deadline, share=0.6, send=True)
                 info = client.publish(self.status_topic, STATUS_OFFLINE, self.status_qos, retain=True)
                 self._status_mid, self._status_acked = info.mid, False
                 self._wait_events(lambda: self._status_acked or self.state != "up", deadline, share=0.8)
             if client is not None:
                 self.client = None
                 self._teardown(client)  # a clean DISCONNECT: the broker discards the will
-            self._set_state("down")
+            self.stats.set_state("down")
             left = len(self.spool)
             if left and not self.backlog_reported:
                 where = "kept in the spool for the next start" if self.spool.mode == "disk" else \
@@ -515,7 +396,7 @@ class Sender:
         except Exception:
             log.exception("MQTT publisher shutdown failed")
         finally:
-            self._internal_log.close()
+            self.stats.internal_log.close()
             self.spool.close()
             with self._progress:
                 self._progress.notify_all()
@@ -535,12 +416,4 @@ class Sender:
             self._guarded(self._handle_events)
 
 
-def _close_client(client: paho.Client) -> None:
-    try:
-        client.disconnect()
-        client.loop_stop()
-    except Exception as exc:  # a dying client must not take anything with it
-        log.debug("client teardown: %s", exc)
-
-
-__all__ = ["PUT_TIMEOUT", "Hooks", "Sender", "wire_qos"]
+__all__ = ["PUT_TIMEOUT", "Hooks", "Sender"]

@@ -208,7 +208,7 @@ def test_names_follow_prometheus_conventions() -> None:
     ("replies/for/me", "other"),
 ])
 def test_topic_kinds(topic: str, kind: str) -> None:
-    from agent.publish.sender import topic_kind
+    from agent.publish.sender_stats import topic_kind
 
     assert topic_kind(topic) == kind
 

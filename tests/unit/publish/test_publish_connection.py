@@ -100,7 +100,7 @@ def test_discovery_class_choice_and_slugs():
 
 
 def test_qos_2_is_sent_as_1_and_0_stays_0():
-    from agent.publish.sender import wire_qos
+    from agent.publish.connection import wire_qos
 
     mq = config(qos=2, topic_qos={"snapshot": 0, "stats": 1}).mqtt
     assert [wire_qos(mq, k) for k in ("detections", "status", "snapshot", "stats")] == [1, 1, 0, 1]
