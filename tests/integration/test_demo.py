@@ -12,6 +12,8 @@ import yaml
 from agent.bench.demo import seq_gaps
 
 SHIPPED = Path("models/shapes-yolov3-tiny.onnx")
+#: mAP@0.5 the demo must reach on what arrived over MQTT (the issue's target is 0.90).
+DEMO_AP50_FLOOR = 0.90
 
 
 def test_seq_gaps_counts_missing_and_duplicates_per_stream():
@@ -39,7 +41,8 @@ def test_demo_runs_end_to_end_and_scores_what_arrived(tmp_path):
     lines = (out / "received.jsonl").read_text().splitlines()
     assert [json.loads(line)["frame"] for line in lines] == list(range(150))
     stats = json.loads((out / "eval.json").read_text())["stats"]
-    assert 0.0 < stats["AP50"] <= 1.0
+    # The shipped model scores AP50 0.983 / AP50:95 0.690 here (models/README.md); guarded with margin.
+    assert DEMO_AP50_FLOOR <= stats["AP50"] <= 1.0, stats
     assert (out / "annotated" / "sample.mp4").stat().st_size > 100_000
     assert (out / "plots" / "pr_curves.png").exists()
     # Tracking: the counting line's totals equal the generator's true crossings, and the

@@ -74,9 +74,9 @@ def test_every_frame_of_a_video_is_published_once(broker, tmp_path, clip):
     assert len({m["run"] for m in messages}) == 1
 
 
-#: mAP@0.5 the shipped model reaches on the scored clip below (measured: see models/README.md);
-#: the test guards it a little under the measured figure.
-VIDEO_AP50_FLOOR = 0.38
+#: mAP@0.5 the shipped model reaches on the scored clip below (measured 0.627 with the
+#: transfer-learned yolov3-tiny-3l: see models/README.md); guarded a little under it.
+VIDEO_AP50_FLOOR = 0.55
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="the shipped model is missing")
