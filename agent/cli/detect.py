@@ -8,14 +8,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from agent.cli.arguments import configured_detector
 from agent.errors import DataError
-from agent.fileio import atomic_write_text, list_images, read_image, write_image
-from agent.inference.detector import DetectorSettings, build_detector
-from agent.inference.postprocess.postprocessor import PostprocessSettings
-from agent.runtime.draw import draw_detections
+
+if TYPE_CHECKING:
+    from agent.inference.detector import DetectorSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +56,13 @@ def run_detect(model: Path, inputs: Sequence[str], backend: str = "auto", conf: 
     """``detector_settings`` (from ``--config``): the model side (backend, input size, resize
     mode, labels, threads, warm-up) as ``run`` has it; the thresholds come from the arguments,
     and the backend unless it is ``auto``."""
+    # Imported here, not with the parser: every command's parser is built at start-up, and
+    # `run` must not load OpenCV before its SIGHUP handler is up (test_run_faults).
+    from agent.fileio import atomic_write_text, list_images, read_image, write_image
+    from agent.inference.detector import DetectorSettings, build_detector
+    from agent.inference.postprocess.postprocessor import PostprocessSettings
+    from agent.runtime.draw import draw_detections
+
     images = list_images(inputs)  # bad paths fail before the model loads
     # An image named on the command line must be readable; one found in a folder or by a
     # pattern is skipped with a warning when it is not (as ``run`` does with image folders).
