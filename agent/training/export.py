@@ -119,6 +119,11 @@ def _edge_pads_as_concat(path: Path) -> int:
     if rewritten:
         del graph.node[:]
         graph.node.extend(nodes)
+        # The pads tensors now feed nothing: drop them (ONNX Runtime warns at every load otherwise).
+        used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+        unused = [init for init in graph.initializer if init.name not in used]
+        for init in unused:
+            graph.initializer.remove(init)
         onnx.checker.check_model(model)
         onnx.save(model, str(path))
         log.info("%s: %d edge Pad node(s) rewritten as Slice + Concat", path, rewritten)

@@ -255,5 +255,8 @@ def test_the_exported_3l_model_has_no_edge_padding_and_matches_pytorch(tmp_path,
     assert report.max_abs_diff is not None and report.max_abs_diff < 1e-2
     ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
     assert "Pad" not in ops and ops.count("Concat") >= 4
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    used = {name for n in graph.node for name in n.input}
+    assert all(init.name in used for init in graph.initializer)  # no dangling pads tensor
     info = OnnxRuntimeBackend(tmp_path / "m.onnx").info
     assert info.strides == [8, 16, 32]
