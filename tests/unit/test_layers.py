@@ -50,3 +50,17 @@ def test_only_the_command_line_builds_argument_parsers() -> None:
             if not program and ("add_argument(" in text or "add_parser(" in text):
                 found.append(str(path.relative_to(AGENT.parent)))
     assert found == []
+
+
+def test_building_every_parser_loads_no_runtime_library() -> None:
+    # `run` installs its SIGHUP handler after the parser is built and before the runtime loads:
+    # a parser module that imports OpenCV at the top would let a reload kill it at start-up.
+    import subprocess
+    import sys
+
+    code = ("import sys; from agent.cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('cv2', 'numpy', 'onnxruntime', 'paho', 'pydantic', 'torch') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=AGENT.parent, timeout=60)
+    assert done.stdout.strip() == "[]"
