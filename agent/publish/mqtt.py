@@ -9,7 +9,7 @@ API (the pipeline's publish thread calls it; every method is thread-safe)::
     pub.publish_detections(camera, frame_index, capture_ts, width, height, detections, latency_ms)
     pub.publish_events(camera, events)            # tracking: events/1, own seq per camera
     pub.publish_counts(camera, ts, counts)        # tracking: retained counts/1
-    pub.publish_snapshot(camera, jpeg_bytes)      # see payloads.snapshot_jpeg
+    pub.publish_snapshot(camera, jpeg_bytes)      # see runtime/draw.py snapshot_jpeg
     pub.publish_stats(extra)                      # now; also every mqtt.stats_interval by itself
     pub.counters()                                # sent, acked, spooled, replayed, dropped, ...
     pub.wait_for(lambda c: c["connected"], 10)    # wait for a condition on the counters

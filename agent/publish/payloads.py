@@ -193,19 +193,6 @@ class FrameGate:
         return skipped
 
 
-def snapshot_jpeg(image: Any, detections: Detections, names: Sequence[str], quality: int = 80) -> bytes:
-    """A JPEG of ``image`` (HxWx3 BGR) with the boxes drawn, for ``{camera}/snapshot``."""
-    import cv2  # only the snapshot path needs OpenCV
-
-    from agent.runtime.draw import draw_detections
-
-    ok, encoded = cv2.imencode(".jpg", draw_detections(image, detections, names),
-                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("cannot encode the snapshot as JPEG")
-    return encoded.tobytes()
-
-
 def class_counts(message: Mapping[str, Any]) -> Dict[str, int]:
     """Objects per label in a detections message (what the Home Assistant sensors show)."""
     counts: Dict[str, int] = {}
@@ -224,6 +211,6 @@ def describe(payload: bytes, limit: int = 80) -> str:
 __all__: List[str] = [
     "COUNTS_SCHEMA", "DETECTIONS_SCHEMA", "EVENTS_SCHEMA", "RESULT_SCHEMA", "STATS_SCHEMA",
     "STATUS_OFFLINE", "STATUS_ONLINE", "FrameGate", "Topics", "class_counts", "counts_payload", "describe",
-    "detections_payload", "encode", "event_payload", "new_run_id", "result_payload", "snapshot_jpeg",
+    "detections_payload", "encode", "event_payload", "new_run_id", "result_payload",
     "stats_payload",
 ]

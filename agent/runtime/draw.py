@@ -82,3 +82,12 @@ def draw_result(result: FrameResult, names: Sequence[str],
              for line in (camera.lines if camera else ())]
     return draw_detections(frame.image, result.detections, names, zones, result.track_ids, result.trails,
                            lines, result.counts)
+
+
+def snapshot_jpeg(image: Any, detections: Detections, names: Sequence[str], quality: int = 80) -> bytes:
+    """A JPEG of ``image`` (HxWx3 BGR) with the boxes drawn, for ``{camera}/snapshot``."""
+    ok, encoded = cv2.imencode(".jpg", draw_detections(image, detections, names),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("cannot encode the snapshot as JPEG")
+    return encoded.tobytes()

@@ -86,7 +86,7 @@ class MqttSink:
                                               frame.height, dets, result.latency_ms, result.zones,
                                               result.track_ids)
         if wanted or self._new_objects(frame.camera, set(dets.class_ids.tolist()), frame.mono_time):
-            from agent.publish.payloads import snapshot_jpeg
+            from agent.runtime.draw import snapshot_jpeg
 
             jpeg = snapshot_jpeg(frame.image, dets, self.class_names, self.snapshot.jpeg_quality)
             self.publisher.publish_snapshot(frame.camera, jpeg)

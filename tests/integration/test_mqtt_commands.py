@@ -18,7 +18,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.publish.commands import CommandError
-from agent.publish.payloads import snapshot_jpeg
+from agent.runtime.draw import snapshot_jpeg
 
 pytestmark = pytest.mark.integration
 ROOT = "detection-agent/box-1"

@@ -23,6 +23,27 @@ def offenders(folder: Path, *forbidden: str) -> list:
             if module.startswith(forbidden)]
 
 
+#: Floors of docs/architecture.md: a package imports only packages on lower floors.
+FLOORS = {"cli": 6, "bench": 5, "training": 4, "evaluate": 4, "runtime": 3, "modeltools": 3, "datasets": 3,
+          "publish": 2, "capture": 2, "inference": 2, "tracking": 2, "config": 1}
+#: The one sanctioned exception: resolving a model file (.cfg -> cached ONNX) is the step
+#: above the backends, and it needs the darknet tools (imported lazily, only for .cfg files).
+ALLOWED_UP = {("agent/inference/model_path.py", "modeltools")}
+
+
+def test_packages_import_only_packages_on_lower_floors() -> None:
+    found = []
+    for folder in (AGENT / name for name in FLOORS):
+        for path, module in imports(folder):
+            parts = module.split(".")
+            if parts[0] != "agent" or len(parts) < 2 or parts[1] not in FLOORS or parts[1] == folder.name:
+                continue
+            where = str(path.relative_to(AGENT.parent))
+            if FLOORS[parts[1]] >= FLOORS[folder.name] and (where, parts[1]) not in ALLOWED_UP:
+                found.append(f"{where}: {module}")
+    assert found == []
+
+
 def test_backends_import_no_model_tools_and_nothing_above_them() -> None:
     assert offenders(AGENT / "inference" / "backends", "agent.modeltools", "agent.inference.model_path",
                      "agent.inference.detector", "agent.runtime", "agent.cli") == []
@@ -31,7 +52,6 @@ def test_backends_import_no_model_tools_and_nothing_above_them() -> None:
 def test_postprocessing_takes_its_types_from_the_core_only() -> None:
     assert offenders(AGENT / "inference" / "postprocess", "agent.inference.preprocess",
                      "agent.inference.backends", "agent.modeltools") == []
-
 
 
 def test_nothing_below_the_command_line_imports_it() -> None:

@@ -15,9 +15,9 @@ from agent.publish.payloads import (
     encode,
     new_run_id,
     result_payload,
-    snapshot_jpeg,
     stats_payload,
 )
+from agent.runtime.draw import snapshot_jpeg
 from agent.types import Detections
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
