@@ -8,13 +8,14 @@ one-line ``ConfigError`` the CLI reports with exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Tuple, Type
+from typing import Any, Callable, Tuple, Type
 
 from agent.errors import ConfigError
 
@@ -50,6 +51,27 @@ def url_of(host: str, port: int, path: str = "/") -> str:
     return f"http://[{host}]:{port}{path}" if ":" in host else f"http://{host}:{port}{path}"
 
 
+def handler_class(name: str, route: Callable[[BaseHTTPRequestHandler], None], timeout: float,
+                  keep_alive: bool = False) -> Type[BaseHTTPRequestHandler]:
+    """A GET-only handler that passes each request to ``route``, logs at DEBUG under ``name``,
+    and says nothing when the client leaves mid-answer. ``timeout`` bounds every socket read
+    and write; ``keep_alive`` serves many requests per connection (HTTP/1.1)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+        server_version = f"detection-agent-{name}"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug(f"{name} %s: " + format, self.address_string(), *args)
+
+        def do_GET(self) -> None:
+            with contextlib.suppress(ConnectionError, socket.timeout):  # the client left: say nothing
+                route(self)
+
+    Handler.timeout = timeout  # type: ignore[assignment]  # socketserver declares it None; a float is what it uses
+    return Handler
+
+
 def serve(host: str, port: int, handler: Type[BaseHTTPRequestHandler], section: str
           ) -> Tuple[HttpServer, threading.Thread]:
     """Bind ``host:port`` and serve in a daemon thread named after the config ``section``.
@@ -68,4 +90,4 @@ def serve(host: str, port: int, handler: Type[BaseHTTPRequestHandler], section: 
     return server, thread
 
 
-__all__ = ["HttpServer", "HttpServer6", "is_loopback", "serve", "url_of"]
+__all__ = ["HttpServer", "HttpServer6", "handler_class", "is_loopback", "serve", "url_of"]

@@ -14,7 +14,6 @@ is encoded on demand in its own HTTP thread, from the newest result.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import logging
 import select
@@ -22,14 +21,14 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import quote, unquote, urlsplit
 
 import cv2
 import numpy as np
 
 from agent.runtime.draw import draw_result
-from agent.runtime.http import HttpServer, is_loopback, serve, url_of
+from agent.runtime.http import HttpServer, handler_class, is_loopback, serve, url_of
 from agent.runtime.results import FRAME, FrameResult
 from agent.tracking.zones import ZoneFilter
 
@@ -117,7 +116,8 @@ class PreviewServer:
             raise RuntimeError("the preview server was closed")
         if self._server is not None:
             return self
-        self._server, self._thread = serve(self.host, self._requested_port, self._handler_class(), "preview")
+        self._server, self._thread = serve(self.host, self._requested_port,
+                                           handler_class("preview", self._route, SEND_TIMEOUT_S), "preview")
         log.info("camera preview at %s", self.url)
         if not is_loopback(self.host):
             log.warning("preview.host is %s: the camera pictures at %s are served WITHOUT authentication "
@@ -222,22 +222,6 @@ class PreviewServer:
             return self._jpegs[camera]
 
     # ------------------------------------------------------------ HTTP
-
-    def _handler_class(self) -> type:
-        preview = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = SEND_TIMEOUT_S  # socket timeout for every read and write
-            server_version = "detection-agent-preview"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("preview %s: " + format, self.address_string(), *args)
-
-            def do_GET(self) -> None:
-                with contextlib.suppress(ConnectionError, socket.timeout):  # the client left: say nothing
-                    preview._route(self)
-
-        return Handler
 
     def _route(self, request: BaseHTTPRequestHandler) -> None:
         path = unquote(urlsplit(request.path).path)

@@ -20,14 +20,12 @@ id, a frame number or an error text.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -36,7 +34,7 @@ from prometheus_client.exposition import choose_encoder
 
 from agent.publish.api import Publisher
 from agent.runtime.health import Health, agent_version, check_health
-from agent.runtime.http import HttpServer, is_loopback, serve, url_of
+from agent.runtime.http import HttpServer, handler_class, is_loopback, serve, url_of
 from agent.runtime.metrics import HistogramSnapshot, gpu_load_percent, thermal_zones
 from agent.runtime.pipeline import Pipeline
 
@@ -290,8 +288,10 @@ class MetricsServer:
     def start(self) -> MetricsServer:
         """Bind and serve; ``ConfigError`` naming ``metrics:`` and the address if it cannot be bound."""
         if self._server is None:
-            self._server, self._thread = serve(self.host, self._requested_port, self._handler_class(),
-                                               "metrics")
+            # Keep-alive, as Prometheus scrapes: one connection and one thread for many scrapes,
+            # not a new thread and socket each time; an idle connection is closed after a minute.
+            handler = handler_class("metrics", self._route, timeout=60, keep_alive=True)
+            self._server, self._thread = serve(self.host, self._requested_port, handler, "metrics")
             log.info("metrics at %s, health at %s", self.url, url_of(self.host, self.port, "/healthz"))
             if not is_loopback(self.host):
                 log.info("metrics.host is %s: anyone who can reach port %d reads the metrics (counts and "
@@ -306,24 +306,6 @@ class MetricsServer:
             server.server_close()
         if self._thread is not None:
             self._thread.join(2.0)
-
-    def _handler_class(self) -> Type[BaseHTTPRequestHandler]:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            # Keep-alive, as Prometheus scrapes: one connection and one thread for many scrapes,
-            # not a new thread and socket each time. An idle connection is closed after a minute.
-            protocol_version = "HTTP/1.1"
-            timeout = 60
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("metrics %s: " + format, self.address_string(), *args)
-
-            def do_GET(self) -> None:
-                with contextlib.suppress(ConnectionError, socket.timeout):  # the scraper left: say nothing
-                    owner._route(self)
-
-        return Handler
 
     def _route(self, request: BaseHTTPRequestHandler) -> None:
         path = urlsplit(request.path).path.rstrip("/") or "/"
